@@ -1,0 +1,1 @@
+"""Baseline registration methods (GradICON, VoxelMorph, classical), built on equireg's core."""

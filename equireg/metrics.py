@@ -1,0 +1,88 @@
+"""Metrics shared by every method: Dice, TRE/mTRE in mm, % folds.
+
+All functions take numpy arrays or torch tensors and return plain Python floats or numpy arrays,
+so result files hold the same numbers whatever produced them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from equireg.transforms import Transform, coordinates_to_voxels, jacobian_determinant, voxels_to_coordinates
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _numpy(x: ArrayLike) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def dice(prediction: ArrayLike, target: ArrayLike) -> float:
+    """Dice overlap of two binary masks; 1.0 when both are empty (nothing to disagree on)."""
+    a, b = _numpy(prediction).astype(bool), _numpy(target).astype(bool)
+    if a.shape != b.shape:
+        raise ValueError(f"Dice of masks with different shapes {a.shape} and {b.shape}")
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2.0 * np.logical_and(a, b).sum() / total)
+
+
+def dice_per_label(prediction: ArrayLike, target: ArrayLike, labels: Sequence[int] | None = None) -> dict[int, float]:
+    """Dice for each label of integer label maps (all non-zero labels of ``target`` by default)."""
+    a, b = _numpy(prediction), _numpy(target)
+    if labels is None:
+        labels = [int(v) for v in np.unique(b) if v != 0]
+    if not labels:
+        raise ValueError("label map has no foreground label: Dice is undefined")
+    return {int(label): dice(a == label, b == label) for label in labels}
+
+
+def mean_dice(prediction: ArrayLike, target: ArrayLike, labels: Sequence[int] | None = None) -> float:
+    """Mean of :func:`dice_per_label`."""
+    return float(np.mean(list(dice_per_label(prediction, target, labels).values())))
+
+
+def landmark_errors_mm(
+    transform: Transform,
+    fixed_points: ArrayLike,
+    moving_points: ArrayLike,
+    fixed_shape: Sequence[int],
+    moving_shape: Sequence[int],
+    moving_spacing: Sequence[float],
+) -> np.ndarray:
+    """TRE per landmark in mm.
+
+    ``fixed_points`` and ``moving_points`` are ``[K, D]`` zero-based voxel indices in array-axis
+    order. Each fixed landmark is mapped by ``transform`` (fixed -> moving coordinates) and
+    compared with its moving counterpart; the difference is scaled by the moving spacing.
+    """
+    fixed = torch.as_tensor(_numpy(fixed_points), dtype=torch.float64)
+    moving = _numpy(moving_points).astype(np.float64)
+    if fixed.shape != moving.shape or fixed.dim() != 2 or fixed.shape[1] != len(fixed_shape):
+        raise ValueError(f"landmarks must be two [K, {len(fixed_shape)}] arrays, got "
+                         f"{tuple(fixed.shape)} and {moving.shape}")
+    for name, points, shape in (("fixed", fixed.numpy(), fixed_shape), ("moving", moving, moving_shape)):
+        outside = (points < 0) | (points > np.asarray(shape) - 1)
+        if outside.any():
+            raise ValueError(f"{int(outside.any(1).sum())} {name} landmarks lie outside the image {tuple(shape)}")
+    # Evaluate the transform on a [1, D, K, 1, ...] "grid" of landmark positions.
+    query = voxels_to_coordinates(fixed.T[None].float(), fixed_shape)
+    query = query.reshape(1, len(fixed_shape), -1, *[1] * (len(fixed_shape) - 1))
+    with torch.no_grad():
+        mapped = transform(query).reshape(1, len(fixed_shape), -1)
+    mapped_voxels = coordinates_to_voxels(mapped.double(), moving_shape)[0].T.numpy()
+    return np.linalg.norm((mapped_voxels - moving) * np.asarray(moving_spacing), axis=1)
+
+
+def unregistered_errors_mm(fixed_points: ArrayLike, moving_points: ArrayLike, spacing: Sequence[float]) -> np.ndarray:
+    """TRE per landmark in mm before registration (identity transform, same grid)."""
+    difference = _numpy(fixed_points).astype(np.float64) - _numpy(moving_points).astype(np.float64)
+    return np.linalg.norm(difference * np.asarray(spacing), axis=1)
+
+
+def fold_percentage(coordinate_map: torch.Tensor) -> float:
+    """Percentage of voxels where the Jacobian determinant of ``phi`` is negative."""
+    with torch.no_grad():
+        return float((jacobian_determinant(coordinate_map) < 0).double().mean() * 100.0)

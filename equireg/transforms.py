@@ -1,0 +1,212 @@
+"""Coordinates, warping and conversions: the one home of equireg's spatial conventions.
+
+Convention (ICON's, shared by every method so numbers and weights are comparable):
+
+* Images are tensors ``[B, C, *spatial]`` with 1, 2 or 3 spatial axes.
+* A *coordinate map* is a tensor ``[B, D, *spatial]``; channel ``d`` is the position along
+  array axis ``d``, normalised to ``[0, 1]`` (voxel ``i`` of an axis with ``N`` voxels sits at
+  ``i / (N - 1)``).
+* A *transform* ``phi`` maps coordinate maps to coordinate maps. Registering moving ``A`` to
+  fixed ``B`` yields ``phi`` with ``A o phi ~ B``: ``phi`` takes fixed-image coordinates to
+  moving-image coordinates, exactly like an ITK transform takes fixed points to moving points.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CoordinateFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def identity_map(
+    shape: Sequence[int], device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """The identity coordinate map ``[1, D, *shape]``: channel ``d`` runs 0..1 along axis ``d``."""
+    axes = [torch.linspace(0.0, 1.0, n, device=device, dtype=dtype) if n > 1 else
+            torch.zeros(1, device=device, dtype=dtype) for n in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"))[None]
+
+
+def _as_grid(coordinates: torch.Tensor) -> torch.Tensor:
+    """[B, D, *S] coordinates in [0, 1] -> grid_sample grid [B, *S, D] in [-1, 1], xy(z) order."""
+    dimension = coordinates.shape[1]
+    grid = coordinates.flip(1) * 2.0 - 1.0
+    return grid.permute(0, *range(2, 2 + dimension), 1)
+
+
+def _expand_batch(image: torch.Tensor, coordinates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if image.shape[0] != coordinates.shape[0]:
+        batch = max(image.shape[0], coordinates.shape[0])
+        image = image.expand(batch, *image.shape[1:])
+        coordinates = coordinates.expand(batch, *coordinates.shape[1:])
+    return image, coordinates
+
+
+def sample(
+    image: torch.Tensor, coordinates: torch.Tensor, mode: str = "bilinear", padding_mode: str = "border"
+) -> torch.Tensor:
+    """Evaluate ``image`` at ``coordinates`` (``[B, D, *S']``), linear by default.
+
+    1-D images are handled as 2-D images of height 1. ``align_corners=True`` makes grid points
+    exact, so sampling at the identity map returns the image.
+    """
+    dimension = coordinates.shape[1]
+    if image.dim() != dimension + 2:
+        raise ValueError(f"image of {image.dim() - 2} spatial dims sampled at {dimension}-D coordinates")
+    image, coordinates = _expand_batch(image, coordinates)
+    if dimension == 1:
+        zeros = torch.zeros_like(coordinates)
+        out = sample(image[:, :, None], torch.cat([zeros[:, :, None], coordinates[:, :, None]], 1),
+                     mode, padding_mode)
+        return out[:, :, 0]
+    return F.grid_sample(image, _as_grid(coordinates), mode=mode, padding_mode=padding_mode,
+                         align_corners=True)
+
+
+def warp(image: torch.Tensor, coordinates: torch.Tensor, padding_mode: str = "border") -> torch.Tensor:
+    """Warp an intensity image: ``(A o phi)(x) = A(phi(x))`` with linear interpolation."""
+    return sample(image, coordinates, "bilinear", padding_mode)
+
+
+def warp_labels(labels: torch.Tensor, coordinates: torch.Tensor, num_labels: int | None = None) -> torch.Tensor:
+    """Warp an integer label map ``[B, 1, *S]``.
+
+    Without ``num_labels``: nearest neighbour. With it: linear interpolation of the one-hot
+    encoding followed by arg-max, which keeps thin structures smoother.
+    """
+    if num_labels is None:
+        return sample(labels.float(), coordinates, "nearest", "zeros").round().to(labels.dtype)
+    one_hot = F.one_hot(labels[:, 0].long(), num_labels).movedim(-1, 1).float()
+    return sample(one_hot, coordinates, "bilinear", "zeros").argmax(1, keepdim=True).to(labels.dtype)
+
+
+class Transform:
+    """A spatial transform: a callable on coordinate maps.
+
+    ``Transform(fn)`` wraps any function ``[B, D, *S] -> [B, D, *S]``. ``phi.field(shape)``
+    samples it on the identity grid of ``shape``; ``phi @ psi`` is the composition
+    ``x -> phi(psi(x))``.
+    """
+
+    def __init__(self, fn: CoordinateFn):
+        self._fn = fn
+
+    def __call__(self, coordinates: torch.Tensor) -> torch.Tensor:
+        return self._fn(coordinates)
+
+    def __matmul__(self, other: "Transform") -> "Transform":
+        return compose(self, other)
+
+    def field(self, shape: Sequence[int], like: torch.Tensor | None = None) -> torch.Tensor:
+        """The coordinate map ``phi(identity)`` on a grid of ``shape``."""
+        device = like.device if like is not None else None
+        dtype = like.dtype if like is not None else torch.float32
+        return self(identity_map(shape, device, dtype))
+
+
+class DisplacementTransform(Transform):
+    """``x -> x + u(x)`` for a displacement field ``u`` on a regular grid (``[B, D, *S]``, in [0, 1]
+    units), interpolated linearly between grid points and clamped at the border (ICON's rule)."""
+
+    def __init__(self, displacement: torch.Tensor):
+        self.displacement = displacement
+        super().__init__(lambda x: x + sample(displacement, x, "bilinear", "border"))
+
+
+def compose(phi: Transform, psi: Transform) -> Transform:
+    """``phi o psi``: first ``psi``, then ``phi`` (``A o (phi o psi) = (A o phi) o psi``)."""
+    return Transform(lambda x: phi(psi(x)))
+
+
+def translation(offset: Sequence[float] | torch.Tensor) -> Transform:
+    """``x -> x + offset``, with ``offset`` in [0, 1] units per axis (array-axis order)."""
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(offset, dtype=x.dtype, device=x.device)
+        return x + t.reshape(-1, *[1] * (x.dim() - 2)) if t.dim() == 1 else x + t
+    return Transform(fn)
+
+
+# --- unit conversions ------------------------------------------------------------------------
+
+def _per_axis(values: Sequence[float] | torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(values, dtype=reference.dtype, device=reference.device)
+    return t.reshape(1, -1, *[1] * (reference.dim() - 2))
+
+
+def coordinates_to_voxels(coordinates: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """[0, 1] coordinates (or displacements) -> voxel units of a grid of ``shape``."""
+    return coordinates * _per_axis([n - 1 for n in shape], coordinates)
+
+
+def voxels_to_coordinates(voxels: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Voxel units -> [0, 1] coordinates of a grid of ``shape``."""
+    return voxels / _per_axis([max(n - 1, 1) for n in shape], voxels)
+
+
+def voxels_to_mm(voxels: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
+    """Voxel displacements -> millimetres; ``spacing`` in array-axis order."""
+    return voxels * _per_axis(spacing, voxels)
+
+
+def displacement_in_voxels(coordinate_map: torch.Tensor) -> torch.Tensor:
+    """Displacement ``phi(x) - x`` in voxels of the grid ``coordinate_map`` is sampled on."""
+    shape = coordinate_map.shape[2:]
+    identity = identity_map(shape, coordinate_map.device, coordinate_map.dtype)
+    return coordinates_to_voxels(coordinate_map - identity, shape)
+
+
+def jacobian_determinant(coordinate_map: torch.Tensor) -> torch.Tensor:
+    """Determinant of the Jacobian of ``phi`` in voxel units, by forward differences.
+
+    Returns ``[B, *S']`` with each axis one shorter. 1 means volume-preserving; < 0 a fold.
+    """
+    dimension = coordinate_map.shape[1]
+    voxels = coordinates_to_voxels(coordinate_map, coordinate_map.shape[2:])
+    columns = []
+    for axis in range(dimension):
+        index = [slice(None), slice(None)] + [slice(0, -1)] * dimension
+        index[2 + axis] = slice(None)
+        columns.append(torch.diff(voxels, dim=2 + axis)[tuple(index)])
+    jacobian = torch.stack(columns, dim=2)  # [B, component, derivative, *S']
+    return torch.linalg.det(jacobian.movedim(1, -1).movedim(1, -1))
+
+
+# --- ITK / physical space -----------------------------------------------------------------------
+
+def index_to_physical(points_array_order: np.ndarray, origin, spacing, direction) -> np.ndarray:
+    """Continuous voxel indices ``[..., D]`` in array-axis order -> physical points ``[..., D]`` in
+    ITK (x, y, z) order, for an image with the given SimpleITK geometry."""
+    dimension = points_array_order.shape[-1]
+    index_xyz = points_array_order[..., ::-1]
+    matrix = np.asarray(direction, dtype=np.float64).reshape(dimension, dimension) * np.asarray(spacing)
+    return index_xyz @ matrix.T + np.asarray(origin)
+
+
+def coordinate_map_to_itk_displacement(coordinate_map: torch.Tensor, fixed, moving):
+    """Express ``phi`` as an ITK displacement field on the fixed image's grid.
+
+    ``coordinate_map`` is ``phi`` sampled on the fixed grid (``[1, D, *fixed_shape]``, values in the
+    moving image's [0, 1] coordinates). ``fixed`` and ``moving`` are ``SimpleITK.Image``; the result
+    is a vector ``SimpleITK.Image`` with ``u(x) = moving_point(phi(x)) - x`` in physical units, so
+    that ``sitk.DisplacementFieldTransform`` maps fixed points to moving points.
+    """
+    import SimpleITK as sitk
+
+    dimension = coordinate_map.shape[1]
+    fixed_shape = coordinate_map.shape[2:]
+    moving_shape = moving.GetSize()[::-1]
+    phi = coordinate_map[0].detach().double().cpu().numpy()
+    moving_index = np.stack([phi[d] * (moving_shape[d] - 1) for d in range(dimension)], -1)
+    fixed_index = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in fixed_shape],
+                                       indexing="ij"), -1)
+    moving_points = index_to_physical(moving_index, moving.GetOrigin(), moving.GetSpacing(),
+                                      moving.GetDirection())
+    fixed_points = index_to_physical(fixed_index, fixed.GetOrigin(), fixed.GetSpacing(),
+                                     fixed.GetDirection())
+    field = sitk.GetImageFromArray(moving_points - fixed_points, isVector=True)
+    field.CopyInformation(fixed)
+    return field

@@ -1,0 +1,56 @@
+"""Analytic checks of the shared metrics."""
+
+import numpy as np
+import pytest
+import torch
+
+from equireg import metrics
+from equireg.transforms import identity_map, translation, voxels_to_coordinates
+
+
+def test_dice_of_equal_labels_is_one_and_disjoint_is_zero():
+    labels = np.zeros((10, 10), int)
+    labels[2:5, 2:5], labels[6:9, 6:9] = 1, 2
+    assert metrics.dice_per_label(labels, labels) == {1: 1.0, 2: 1.0}
+    assert metrics.dice(labels == 1, labels == 2) == 0.0
+    half = labels.copy()
+    half[2:5, 2:5] = 0
+    half[2:5, 2:4] = 1
+    assert metrics.dice(half == 1, labels == 1) == pytest.approx(2 * 6 / (6 + 9))
+
+
+def test_dice_rejects_empty_label_map_and_shape_mismatch():
+    with pytest.raises(ValueError, match="no foreground"):
+        metrics.mean_dice(np.zeros((4, 4)), np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="shapes"):
+        metrics.dice(np.zeros((4, 4)), np.zeros((4, 5)))
+
+
+def test_tre_of_known_shift_is_shift_times_spacing():
+    shape, spacing = (20, 30, 40), (2.5, 0.7, 0.7)
+    rng = np.random.default_rng(0)
+    fixed = rng.uniform(5, 15, size=(50, 3))
+    moving = fixed + np.array([1.0, 2.0, -2.0])
+    expected = np.linalg.norm(np.array([1.0, 2.0, -2.0]) * spacing)
+    np.testing.assert_allclose(metrics.unregistered_errors_mm(fixed, moving, spacing), expected)
+    # The exact transform gives zero error; the identity gives the shift.
+    offset = voxels_to_coordinates(torch.tensor([1.0, 2.0, -2.0])[None, :, None, None, None], shape)
+    exact = translation(offset.flatten())
+    np.testing.assert_allclose(metrics.landmark_errors_mm(exact, fixed, moving, shape, shape, spacing), 0, atol=1e-4)
+    identity = translation([0.0, 0.0, 0.0])
+    np.testing.assert_allclose(metrics.landmark_errors_mm(identity, fixed, moving, shape, shape, spacing),
+                               expected, atol=1e-4)
+
+
+def test_landmarks_outside_the_image_are_rejected():
+    with pytest.raises(ValueError, match="outside"):
+        metrics.landmark_errors_mm(translation([0.0, 0.0]), np.array([[0.0, 50.0]]), np.array([[0.0, 1.0]]),
+                                   (10, 10), (10, 10), (1.0, 1.0))
+
+
+def test_fold_percentage():
+    identity = identity_map((8, 8))
+    assert metrics.fold_percentage(identity) == 0.0
+    folded = identity.clone()
+    folded[:, 1, :, 4:] = 1.5 - folded[:, 1, :, 4:]
+    assert 0 < metrics.fold_percentage(folded) < 100
