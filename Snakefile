@@ -1,0 +1,26 @@
+# equireg: `snakemake --cores all` regenerates every result, table and figure of the default preset;
+# `snakemake --cores all --config preset=smoke|default|paper` picks another (config/config.yaml).
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/retina.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/lung.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        f"{RESULTS}/claims.md",
+        all_tables(),
+        all_figures(),
+    default_target: True

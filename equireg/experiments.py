@@ -1,0 +1,287 @@
+"""The benchmark's experiments as library functions; workflow scripts are thin calls into these.
+
+Data sets are ``.npz`` files of float32 arrays ``moving``, ``fixed``, ``moving_label``,
+``fixed_label`` (``[N, 1, *S]``), optionally ``coordinates`` (ground truth ``[N, D, *S]``) and,
+for lung, ``fixed_landmarks`` / ``moving_landmarks`` (``[N, K, D]`` voxels, array-axis order) and
+``spacing`` (``[D]`` mm). Result files hold no timings, so a fixed seed gives identical bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from equireg import metrics, training
+from equireg.files import atomic_path, write_text
+from equireg.transforms import identity_map, warp
+
+#: vessel maps are soft after average pooling; a voxel counts as vessel above this (carl.md §7)
+DICE_THRESHOLD = 0.3
+#: pairs registered per forward pass in evaluation
+EVALUATION_BATCH = 8
+
+PathLike = str | os.PathLike
+
+
+def setup_job(log: Sequence[str], threads: int) -> None:
+    """Start of a workflow job: stderr (progress bars, warnings) to the rule's log, the rule's
+    thread count for torch, and a non-interactive plotting backend."""
+    import sys
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    if log:
+        sys.stderr = open(log[0], "w", buffering=1)
+    torch.set_num_threads(max(1, threads))
+
+
+def save_pairs(path: PathLike, **arrays: np.ndarray) -> None:
+    """Write a pair set atomically (uncompressed npz: byte-reproducible)."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+
+
+def load_pairs(path: PathLike) -> dict[str, np.ndarray]:
+    """Read a pair set written by :func:`save_pairs`, with a clear error for a broken file."""
+    try:
+        with np.load(path) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable pair set ({error})") from None
+    missing = {"moving", "fixed"} - set(arrays)
+    if missing:
+        raise ValueError(f"{path}: pair set lacks {sorted(missing)}")
+    return arrays
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+#: seeds of the generated data, independent of the training seeds
+DATA_SEEDS = {"train": 1, "test": 2, "real": 3, "sweep": 4}
+#: the first generated mask index of each split, so train and test never share a vessel tree
+MASK_OFFSETS = {"train": 100_000, "test": 200_000}
+
+
+def retina_masks(split: str, settings: dict[str, Any], drive: PathLike | None = None) -> list[np.ndarray]:
+    """Full-resolution vessel masks of a split: generated (or DRIVE when configured) for
+    train/test, the real scikit-image fundus for "real"."""
+    from equireg.data import retina
+
+    if split == "real":
+        return [retina.skimage_retina_vessels()]
+    count = settings["train_images"] if split == "train" else settings["test_images"]
+    if drive:
+        from equireg.data import loaders
+
+        masks = [sample.label for sample in loaders.load_drive(drive)]
+        # the paper's split: first images for testing, the next ones for training
+        test = masks[:settings["test_images"]]
+        train = masks[settings["test_images"]:settings["test_images"] + settings["train_images"]]
+        return train if split == "train" else test
+    return [retina.generate_vessel_mask(MASK_OFFSETS[split] + i) for i in range(count)]
+
+
+def build_retina_set(path: PathLike, split: str, condition: str, settings: dict[str, Any],
+                     drive: PathLike | None = None) -> None:
+    """One retina pair set: every mask and its vertical flip, ``warps_per_image`` warps each."""
+    from equireg.data.perturb import retina_dataset
+
+    pairs = retina_dataset(retina_masks(split, settings, drive), condition, settings["warps_per_image"],
+                           seed=DATA_SEEDS[split], pool=settings["pool"])
+    save_pairs(path, **pairs.arrays())
+
+
+# --- training ------------------------------------------------------------------------------------
+
+def batch_sampler(pairs: dict[str, np.ndarray], batch_size: int, seed: int):
+    """``batches(step)``: a pure function of ``(seed, step)``, so training resumes exactly."""
+    moving = torch.from_numpy(pairs["moving"])
+    fixed = torch.from_numpy(pairs["fixed"])
+    count = len(moving)
+
+    def batches(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        index = torch.randint(count, (batch_size,), generator=generator)
+        return moving[index], fixed[index]
+
+    return batches
+
+
+def train_method(
+    data: PathLike,
+    model: PathLike,
+    checkpoints: PathLike,
+    method: str,
+    settings: dict[str, Any],
+    batch_size: int,
+    seed: int,
+    progress: bool = True,
+) -> None:
+    """Train ``method`` on a pair set and write its model file (resumes from ``checkpoints``)."""
+    pairs = load_pairs(data)
+    dimension = pairs["moving"].ndim - 2
+    training.seed_everything(seed)
+    from equireg import methods
+
+    net = methods.build(method, dimension, **settings["options"])
+    stages = [training.Stage.from_config(stage) for stage in settings["stages"]]
+    training.train(net, stages, batch_sampler(pairs, batch_size, seed), checkpoints, seed=seed,
+                   checkpoint_every=max(1, min(100, sum(s.steps for s in stages) // 10)), progress=progress)
+    training.save_model(model, net, method, dimension, settings["options"], list(pairs["moving"].shape[2:]))
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+def load_network(method: str, model: PathLike | None, dimension: int, settings: dict[str, Any]):
+    """A trained network (or, for methods without training, a fresh one) in eval mode."""
+    net, _ = training.load_model(model or None, method, dimension, settings.get("options", {}))
+    return net
+
+
+def register_pairs(net, moving: np.ndarray, fixed: np.ndarray) -> torch.Tensor:
+    """Coordinate maps ``phi`` (``[N, D, *S]``) registering each moving to its fixed image."""
+    maps = []
+    with torch.no_grad():
+        for start in range(0, len(moving), EVALUATION_BATCH):
+            a = torch.from_numpy(moving[start:start + EVALUATION_BATCH])
+            b = torch.from_numpy(fixed[start:start + EVALUATION_BATCH])
+            maps.append(net(a, b).field(a.shape[2:]).expand(len(a), *[-1] * (a.dim() - 1)))
+    return torch.cat(maps)
+
+
+def _dice_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor) -> list[dict[str, float]]:
+    moving_label = torch.from_numpy(pairs["moving_label"])
+    warped = warp(moving_label, coordinate_maps).numpy()
+    rows = []
+    for i in range(len(coordinate_maps)):
+        fixed = pairs["fixed_label"][i] > DICE_THRESHOLD
+        rows.append({
+            "pair": i,
+            "dice_before": metrics.dice(pairs["moving_label"][i] > DICE_THRESHOLD, fixed),
+            "dice": metrics.dice(warped[i] > DICE_THRESHOLD, fixed),
+            "folds_percent": metrics.fold_percentage(coordinate_maps[i:i + 1]),
+        })
+    return rows
+
+
+def _examples(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor) -> dict[str, np.ndarray]:
+    """The first pair with its registration result, for qualitative figures."""
+    moving = torch.from_numpy(pairs["moving"][:1])
+    return {"moving": pairs["moving"][0, 0], "fixed": pairs["fixed"][0, 0],
+            "warped": warp(moving, coordinate_maps[:1]).numpy()[0, 0]}
+
+
+def _write_csv(path: PathLike, frame: pd.DataFrame) -> None:
+    write_text(path, frame.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+
+
+def evaluate_retina(method: str, model: PathLike | None, tests: Sequence[PathLike], table: PathLike,
+                    examples: PathLike, settings: dict[str, Any]) -> None:
+    """Dice before/after and % folds for every pair of every test set; test sets are named
+    ``<split>_<condition>.npz``."""
+    net = load_network(method, model, 2, settings)
+    rows, example_arrays = [], {}
+    for test in tests:
+        name = Path(test).stem
+        split, condition = name.split("_", 1)
+        pairs = load_pairs(test)
+        maps = register_pairs(net, pairs["moving"], pairs["fixed"])
+        rows += [{"test_set": split, "test_condition": condition, **row} for row in _dice_rows(pairs, maps)]
+        example_arrays.update({f"{name}/{k}": v for k, v in _examples(pairs, maps).items()})
+    _write_csv(table, pd.DataFrame(rows))
+    save_pairs(examples, **example_arrays)
+
+
+def evaluate_lung(method: str, model: PathLike | None, test: PathLike, table: PathLike,
+                  examples: PathLike, settings: dict[str, Any]) -> None:
+    """mTRE in mm (before / after) and % folds per lung pair."""
+    pairs = load_pairs(test)
+    net = load_network(method, model, 3, settings)
+    maps = register_pairs(net, pairs["moving"], pairs["fixed"])
+    shape = pairs["moving"].shape[2:]
+    rows = []
+    for i in range(len(maps)):
+        fixed_points, moving_points = pairs["fixed_landmarks"][i], pairs["moving_landmarks"][i]
+        phi = _grid_transform(maps[i:i + 1])
+        after = metrics.landmark_errors_mm(phi, fixed_points, moving_points, shape, shape, pairs["spacing"])
+        before = metrics.unregistered_errors_mm(fixed_points, moving_points, pairs["spacing"])
+        rows.append({"pair": i, "mtre_before_mm": float(before.mean()), "mtre_mm": float(after.mean()),
+                     "folds_percent": metrics.fold_percentage(maps[i:i + 1])})
+    _write_csv(table, pd.DataFrame(rows))
+    middle = shape[0] // 2
+    example = _examples(pairs, maps)
+    save_pairs(examples, **{k: v[middle] for k, v in example.items()})
+
+
+def _grid_transform(coordinate_map: torch.Tensor):
+    """The transform that interpolates a sampled coordinate map."""
+    from equireg.transforms import DisplacementTransform
+
+    identity = identity_map(coordinate_map.shape[2:], coordinate_map.device, coordinate_map.dtype)
+    return DisplacementTransform(coordinate_map - identity)
+
+
+def write_json(path: PathLike, value: Any) -> None:
+    """Write JSON atomically with sorted keys (byte-reproducible)."""
+    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+# --- capture radius, landscape, toy ---------------------------------------------------------------
+
+def shift_sweep(method: str, model: PathLike | None, table: PathLike, settings: dict[str, Any],
+                sweep: dict[str, Any], retina: dict[str, Any]) -> None:
+    """Dice against the vertical shift of the fixed image, on warped test masks."""
+    from equireg.data.perturb import shift_sweep_pairs
+
+    net = load_network(method, model, 2, settings)
+    masks = retina_masks("test", retina)
+    rows = []
+    for k in range(sweep["pairs"]):
+        mask = masks[k % len(masks)]
+        pairs = shift_sweep_pairs(mask, [(s, 0) for s in sweep["shifts"]], seed=(DATA_SEEDS["sweep"], k),
+                                  pool=retina["pool"], with_map=False)
+        stacked = {name: np.stack([getattr(p, name) for p in pairs])[:, None]
+                   for name in ("moving", "fixed", "moving_label", "fixed_label")}
+        maps = register_pairs(net, stacked["moving"], stacked["fixed"])
+        for shift, row in zip(sweep["shifts"], _dice_rows(stacked, maps)):
+            rows.append({"shift_px": shift / retina["pool"], "pair": k, "dice_before": row["dice_before"],
+                         "dice": row["dice"]})
+    _write_csv(table, pd.DataFrame(rows))
+
+
+def landscape(train: PathLike, table: PathLike, *, seed: int, train_steps: int, points: int) -> None:
+    """Train a single-step U-Net briefly, then record the loss landscape of a translation with and
+    without it (SSD, on the first four training pairs)."""
+    from equireg.landscape import loss_curve
+    from equireg.losses import SSD
+    from equireg.unet import TallUNet2
+    from equireg.wrappers import DisplacementField
+
+    pairs = load_pairs(train)
+    training.seed_everything(seed)
+    net = DisplacementField(TallUNet2(2))
+    stage = training.Stage("diffusion", train_steps, 1e-3, 1.5)
+    with tempfile.TemporaryDirectory(prefix="equireg-landscape-") as scratch:
+        training.train(net, [stage], batch_sampler(pairs, 4, seed), scratch, seed=seed, progress=False)
+    moving = torch.from_numpy(pairs["moving"][:4])
+    fixed = torch.from_numpy(pairs["fixed"][:4])
+    curve = loss_curve(net, moving, fixed, np.linspace(-0.5, 0.5, points), SSD())
+    _write_csv(table, curve)
+
+
+def toy1d(table: PathLike) -> None:
+    """The 1-D toy curve: x, the attention estimate, the analytic A^-1 o B, interior flag."""
+    from equireg.toy1d import solve_toy
+
+    result = solve_toy()
+    _write_csv(table, pd.DataFrame({key: result[key] for key in ("x", "estimate", "analytic", "interior")}))
+

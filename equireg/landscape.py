@@ -1,0 +1,71 @@
+"""Loss landscape of a translation alone versus a translation followed by a network (carl.md §5).
+
+A parameter-free translation ``T_t(r) = r + [t, 0]`` is compared with ``TwoStep{T_t, Phi}``, where
+``Phi`` is a briefly trained single-step network. For each ``t`` we record the similarity loss and
+its derivative ``dL/dt`` by backpropagation. The TwoStep basin is wide because ``Phi`` corrects
+whatever residual misalignment ``T_t`` leaves, as long as it is within its capture range.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from equireg.transforms import Transform, identity_map, translation, warp
+
+
+def _translation_along_first_axis(t: torch.Tensor, dimension: int) -> Transform:
+    return translation(torch.cat([t.reshape(1), t.new_zeros(dimension - 1)]))
+
+
+def loss_curve(
+    net: nn.Module,
+    moving: torch.Tensor,
+    fixed: torch.Tensor,
+    offsets: np.ndarray,
+    similarity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> pd.DataFrame:
+    """Loss and dL/dt of ``T_t`` and of ``TwoStep{T_t, net}`` at every offset ``t`` (in [0, 1] units).
+
+    ``net`` is evaluated in eval mode; only ``t`` receives a gradient.
+    """
+    net.eval()
+    shape = moving.shape[2:]
+    identity = identity_map(shape, moving.device, moving.dtype)
+    rows = []
+    for offset in offsets:
+        row = {"t": float(offset)}
+        for name in ("translation", "twostep"):
+            t = torch.tensor(float(offset), requires_grad=True)
+            shift = _translation_along_first_axis(t, len(shape))
+            if name == "translation":
+                phi = shift
+            else:
+                shifted = warp(moving, shift(identity))
+                phi = shift @ net(shifted, fixed)
+            loss = similarity(warp(moving, phi(identity)), fixed)
+            (gradient,) = torch.autograd.grad(loss, t)
+            row[f"loss_{name}"] = float(loss)
+            row[f"grad_{name}"] = float(gradient)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def basin_width(t: np.ndarray, loss: np.ndarray, gradient: np.ndarray) -> float:
+    """Width of the interval around the minimiser on which gradient descent on ``t`` heads for it.
+
+    Starting at the sampled minimum, the interval grows while the gradient keeps the sign that
+    points back to the minimum (negative on the left, positive on the right).
+    """
+    best = int(np.argmin(loss))
+    left = best
+    while left > 0 and gradient[left - 1] < 0:
+        left -= 1
+    right = best
+    while right < len(t) - 1 and gradient[right + 1] > 0:
+        right += 1
+    return float(t[right] - t[left])

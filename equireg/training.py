@@ -1,0 +1,196 @@
+"""Training: staged schedules, atomic checkpoints, exact resume, and the model file format.
+
+A run is a list of :class:`Stage` s trained one after the other with Adam. Batches come from a
+callable ``batches(step) -> (moving, fixed)`` that is a pure function of the global step, so a run
+killed at any moment and started again continues from its last checkpoint and ends with the same
+weights as an uninterrupted run: the checkpoint holds the weights, the optimiser state, the RNG
+state (GradICON draws noise every step) and the log rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from equireg import methods
+from equireg.files import atomic_path, write_text
+from equireg.losses import similarity as make_similarity
+
+MODEL_FORMAT = "equireg-model/1"
+Batches = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One phase of a schedule: a loss trained for ``steps`` Adam steps at ``lr``.
+
+    ``module`` is the attribute path of the sub-network this stage trains (``""``: all of it),
+    e.g. ``"netPhi"`` to train CARL without its last U-Net before adding it.
+    """
+
+    loss: str
+    steps: int
+    lr: float
+    lmbda: float
+    similarity: dict[str, Any] = field(default_factory=lambda: {"name": "lncc", "sigma": 4})
+    module: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Stage":
+        unknown = set(config) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown training stage keys {sorted(unknown)}")
+        return cls(**config)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _stage_loss(net: nn.Module, stage: Stage) -> nn.Module:
+    trained = net.get_submodule(stage.module) if stage.module else net
+    similarity_options = dict(stage.similarity)
+    similarity = make_similarity(similarity_options.pop("name"), **similarity_options)
+    return methods.loss_class(stage.loss)(trained, similarity, stage.lmbda, **stage.options)
+
+
+def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
+    if not rows:
+        return
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+def train(
+    net: nn.Module,
+    stages: list[Stage],
+    batches: Batches,
+    directory: str | os.PathLike,
+    *,
+    seed: int = 0,
+    checkpoint_every: int = 100,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train ``net`` through ``stages``; resume from ``directory/checkpoint.pt`` if present.
+
+    Writes ``directory/checkpoint.pt`` every ``checkpoint_every`` steps and at the end, and
+    ``directory/log.csv`` with every loss term of every step. Returns the log rows.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = directory / "checkpoint.pt"
+    total = sum(stage.steps for stage in stages)
+    seed_everything(seed)
+    step, rows, optimizer_state = 0, [], None
+    if checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        net.load_state_dict(state["model"])
+        step, rows, optimizer_state = state["step"], state["log"], state["optimizer"]
+        torch.set_rng_state(state["rng"])
+
+    def save() -> None:
+        with atomic_path(checkpoint_path) as temporary:
+            torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                        "rng": torch.get_rng_state(), "log": rows}, temporary)
+        _write_log(directory / "log.csv", rows)
+
+    bar = tqdm(total=total, initial=step, disable=not progress, desc="training", unit="step")
+    stage_start = 0
+    for index, stage in enumerate(stages):
+        stage_end = stage_start + stage.steps
+        if step >= stage_end:
+            stage_start = stage_end
+            continue
+        loss = _stage_loss(net, stage)
+        optimizer = torch.optim.Adam(loss.parameters(), lr=stage.lr)
+        if optimizer_state is not None and step > stage_start:  # resuming inside this stage
+            optimizer.load_state_dict(optimizer_state)
+        optimizer_state = None
+        net.train()
+        while step < stage_end:
+            moving, fixed = batches(step)
+            optimizer.zero_grad(set_to_none=True)
+            terms = loss(moving, fixed)
+            terms["loss"].backward()
+            optimizer.step()
+            step += 1
+            row = {"stage": index, "step": step, **{k: float(torch.as_tensor(v).detach()) for k, v in terms.items()}}
+            rows.append(row)
+            bar.update(1)
+            bar.set_postfix(stage=index, loss=f"{row['loss']:.4f}")
+            if step % checkpoint_every == 0 or step == stage_end:
+                save()
+        stage_start = stage_end
+    bar.close()
+    if not stages or total == 0:
+        _write_log(directory / "log.csv", rows)
+    return rows
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a training checkpoint, with a clear error for a corrupt file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises several types for truncated/corrupt files
+        raise ValueError(f"{path}: corrupt or unreadable checkpoint ({error.__class__.__name__}: {error})") from None
+
+
+# --- the model file: what `equireg register --checkpoint` reads -------------------------------------
+
+def save_model(path: str | os.PathLike, net: nn.Module, method: str, dimension: int,
+               options: dict[str, Any], input_shape: list[int]) -> None:
+    """Write a trained network with what is needed to rebuild it, atomically."""
+    with atomic_path(path) as temporary:
+        torch.save({"format": MODEL_FORMAT, "method": method, "dimension": dimension,
+                    "options": options, "input_shape": list(input_shape),
+                    "state_dict": net.state_dict()}, temporary)
+
+
+def load_model(path: str | os.PathLike | None, method: str, dimension: int,
+               options: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a network from a model file (``None``: freshly initialised, seeded) in eval mode.
+
+    Raises ``ValueError`` naming the file if it is corrupt, not a model file, or of another method
+    or dimension.
+    """
+    if path is None:
+        seed_everything(0)
+        net = methods.build(method, dimension, **(options or {}))
+        return net.eval(), {"method": method, "dimension": dimension, "options": options or {}, "input_shape": None}
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: no such checkpoint file")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: corrupt or unreadable checkpoint ({error.__class__.__name__})") from None
+    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path}: not an equireg model file (expected format {MODEL_FORMAT})")
+    if saved["method"] != method:
+        raise ValueError(f"{path}: checkpoint of method {saved['method']!r}, not {method!r}")
+    if saved["dimension"] != dimension:
+        raise ValueError(f"{path}: checkpoint of a {saved['dimension']}-D network, images are {dimension}-D")
+    net = methods.build(method, dimension, **saved["options"])
+    try:
+        net.load_state_dict(saved["state_dict"])
+    except RuntimeError as error:
+        raise ValueError(f"{path}: weights do not fit the {method} network ({str(error).splitlines()[0]})") from None
+    return net.eval(), {key: saved[key] for key in ("method", "dimension", "options", "input_shape")}
+

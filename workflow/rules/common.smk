@@ -1,0 +1,62 @@
+# Preset resolution and the lists of targets. Everything a rule needs comes from PRESET_CONFIG.
+from snakemake.exceptions import WorkflowError
+
+PRESET = config["preset"]
+if PRESET not in config["presets"]:
+    raise WorkflowError(
+        f"config key 'preset': unknown preset {PRESET!r}; "
+        f"known: {', '.join(sorted(config['presets']))}"
+    )
+PRESET_CONFIG = config["presets"][PRESET]
+RESULTS = f"results/{PRESET}"
+RETINA = PRESET_CONFIG["retina"]
+LUNG = PRESET_CONFIG["lung"]
+SEEDS = PRESET_CONFIG["seeds"]
+ENV = "../envs/equireg.yaml"
+TRAINED = {"carl", "carl_draft", "transformer_only", "unet_only", "gradicon", "voxelmorph"}
+
+
+def method_settings(method, section=None):
+    """Builder options and training stages of a method (lung may override retina's)."""
+    table = (section or {}).get("training", PRESET_CONFIG["training"])
+    settings = table.get(method, {})
+    if method in TRAINED and not settings.get("stages"):
+        raise WorkflowError(f"config: preset {PRESET!r} has no training stages for {method!r}")
+    return {"options": settings.get("options", {}), "stages": settings.get("stages", [])}
+
+
+def retina_runs():
+    """(method, train condition) pairs trained and evaluated on retina."""
+    runs = [(m, c) for m in RETINA["methods"] for c in RETINA["train_conditions"]]
+    runs += [(m, c) for m in RETINA["ablations"] for c in RETINA["ablation_train_conditions"]]
+    return list(dict.fromkeys(runs))
+
+
+def retina_model(wildcards):
+    """The model a retina evaluation needs ([] for methods that do not train)."""
+    if wildcards.method not in TRAINED:
+        return []
+    return f"{RESULTS}/models/retina/{wildcards.method}/{wildcards.condition}/seed{wildcards.seed}.pt"
+
+
+def lung_model(wildcards):
+    if wildcards.method not in TRAINED:
+        return []
+    return f"{RESULTS}/models/lung/{wildcards.method}/seed{wildcards.seed}.pt"
+
+
+def retina_methods():
+    return list(dict.fromkeys(RETINA["methods"] + RETINA["ablations"]))
+
+
+TABLES = ["retina", "retina_pairs", "shift_sweep", "equivariance", "lung", "toy1d", "landscape"]
+FIGURES = ["retina_violin", "shift_sweep", "landscape", "toy1d", "qualitative_retina",
+           "qualitative_lung", "vessel_masks"]
+
+
+def all_tables():
+    return expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLES, ext=["csv", "md", "tex"])
+
+
+def all_figures():
+    return expand(f"{RESULTS}/figures/{{name}}.{{ext}}", name=FIGURES, ext=["png", "pdf"])

@@ -1,0 +1,58 @@
+# Lung: the offline 3-D benchmark (phantom with known breathing deformation, exact TRE in mm).
+
+
+rule lung_data:
+    output:
+        f"{RESULTS}/data/lung/{{split}}.npz",
+    wildcard_constraints:
+        split="train|test",
+    params:
+        lung=LUNG,
+    log:
+        f"{RESULTS}/logs/lung_data/{{split}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/lung_data.py"
+
+
+rule train_lung:
+    input:
+        f"{RESULTS}/data/lung/train.npz",
+    output:
+        f"{RESULTS}/models/lung/{{method}}/seed{{seed}}.pt",
+    params:
+        settings=lambda wc: method_settings(wc.method, LUNG),
+        batch_size=2,
+        checkpoints=lambda wc: f"{RESULTS}/checkpoints/lung/{wc.method}/seed{wc.seed}",
+    threads: 1
+    resources:
+        gpu=1,
+    log:
+        f"{RESULTS}/logs/train_lung/{{method}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_lung/{{method}}_seed{{seed}}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/train.py"
+
+
+rule evaluate_lung:
+    input:
+        model=lung_model,
+        test=f"{RESULTS}/data/lung/test.npz",
+    output:
+        table=f"{RESULTS}/lung/{{method}}/seed{{seed}}.csv",
+        examples=f"{RESULTS}/lung/{{method}}/seed{{seed}}_examples.npz",
+    params:
+        settings=lambda wc: method_settings(wc.method, LUNG),
+    threads: 1
+    log:
+        f"{RESULTS}/logs/evaluate_lung/{{method}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate_lung/{{method}}_seed{{seed}}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate_lung.py"

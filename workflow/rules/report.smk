@@ -1,0 +1,69 @@
+# Aggregation: per-run result files -> tables (CSV, Markdown, LaTeX) -> figures -> claims.md.
+
+
+rule tables:
+    input:
+        retina=expand(
+            f"{RESULTS}/retina/{{run[0]}}/{{run[1]}}/seed{{seed}}.csv", run=retina_runs(), seed=SEEDS
+        ),
+        shift_sweep=expand(f"{RESULTS}/shift_sweep/{{method}}.csv", method=retina_methods()),
+        equivariance=expand(f"{RESULTS}/equivariance/{{method}}.json", method=retina_methods()),
+        lung=expand(f"{RESULTS}/lung/{{method}}/seed{{seed}}.csv", method=LUNG["methods"], seed=SEEDS),
+        toy1d=f"{RESULTS}/toy1d/toy1d.csv",
+        landscape=f"{RESULTS}/landscape/landscape.csv",
+    output:
+        all_tables(),
+    params:
+        directory=f"{RESULTS}/tables",
+    log:
+        f"{RESULTS}/logs/tables.log",
+    conda:
+        ENV
+    script:
+        "../scripts/tables.py"
+
+
+rule figure:
+    input:
+        tables=all_tables(),
+        retina_examples=expand(
+            f"{RESULTS}/retina/{{method}}/none/seed{SEEDS[0]}_examples.npz",
+            method=[m for m, c in retina_runs() if c == "none"],
+        ),
+        lung_examples=expand(
+            f"{RESULTS}/lung/{{method}}/seed{SEEDS[0]}_examples.npz", method=LUNG["methods"]
+        ),
+        train=f"{RESULTS}/data/retina/train_none.npz",
+    output:
+        png=report(
+            f"{RESULTS}/figures/{{name}}.png",
+            caption="../report/figure.rst",
+            category="Figures",
+        ),
+        pdf=f"{RESULTS}/figures/{{name}}.pdf",
+    wildcard_constraints:
+        name="|".join(FIGURES),
+    params:
+        tables=f"{RESULTS}/tables",
+    log:
+        f"{RESULTS}/logs/figures/{{name}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/figure.py"
+
+
+rule claims:
+    input:
+        tables=all_tables(),
+    output:
+        report(f"{RESULTS}/claims.md", caption="../report/claims.rst", category="Claims"),
+    params:
+        tables=f"{RESULTS}/tables",
+        copdgene=config.get("datasets", {}).get("copdgene"),
+    log:
+        f"{RESULTS}/logs/claims.log",
+    conda:
+        ENV
+    script:
+        "../scripts/claims.py"

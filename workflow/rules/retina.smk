@@ -1,0 +1,65 @@
+# Retina: generated vessel maps (and the real scikit-image fundus), warp-plus-shift pairs,
+# training per method x train condition x seed, Dice / folds per test pair.
+
+
+rule retina_data:
+    output:
+        f"{RESULTS}/data/retina/{{split}}_{{condition}}.npz",
+    wildcard_constraints:
+        split="train|test|real",
+        condition="none|shift|shift_scale",
+    params:
+        retina=RETINA,
+        drive=config.get("datasets", {}).get("drive"),
+    log:
+        f"{RESULTS}/logs/retina_data/{{split}}_{{condition}}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/retina_data.py"
+
+
+rule train_retina:
+    input:
+        f"{RESULTS}/data/retina/train_{{condition}}.npz",
+    output:
+        f"{RESULTS}/models/retina/{{method}}/{{condition}}/seed{{seed}}.pt",
+    params:
+        settings=lambda wc: method_settings(wc.method),
+        batch_size=RETINA["batch_size"],
+        checkpoints=lambda wc: f"{RESULTS}/checkpoints/retina/{wc.method}/{wc.condition}/seed{wc.seed}",
+    threads: 1
+    resources:
+        gpu=1,
+    log:
+        f"{RESULTS}/logs/train_retina/{{method}}_{{condition}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_retina/{{method}}_{{condition}}_seed{{seed}}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/train.py"
+
+
+rule evaluate_retina:
+    input:
+        model=retina_model,
+        tests=expand(
+            f"{RESULTS}/data/retina/{{split}}_{{condition}}.npz",
+            split=["test", "real"] if RETINA["real_test"] else ["test"],
+            condition=RETINA["test_conditions"],
+        ),
+    output:
+        table=f"{RESULTS}/retina/{{method}}/{{condition}}/seed{{seed}}.csv",
+        examples=f"{RESULTS}/retina/{{method}}/{{condition}}/seed{{seed}}_examples.npz",
+    params:
+        settings=lambda wc: method_settings(wc.method),
+    threads: 1
+    log:
+        f"{RESULTS}/logs/evaluate_retina/{{method}}_{{condition}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate_retina/{{method}}_{{condition}}_seed{{seed}}.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate_retina.py"

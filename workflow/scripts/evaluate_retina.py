@@ -1,0 +1,13 @@
+"""Dice and folds of one trained method on every retina test set."""
+
+from equireg import experiments
+
+experiments.setup_job(snakemake.log, snakemake.threads)
+experiments.evaluate_retina(
+    snakemake.wildcards.method,
+    snakemake.input.model or None,
+    snakemake.input.tests,
+    snakemake.output.table,
+    snakemake.output.examples,
+    snakemake.params.settings,
+)

@@ -1,0 +1,6 @@
+"""Build the lung phantom pairs (train or test) with known deformations and landmarks."""
+
+from equireg import experiments
+
+experiments.setup_job(snakemake.log, snakemake.threads)
+experiments.build_lung_set(snakemake.output[0], split=snakemake.wildcards.split, settings=snakemake.params.lung)
