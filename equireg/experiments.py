@@ -100,6 +100,26 @@ def build_retina_set(path: PathLike, split: str, condition: str, settings: dict[
     save_pairs(path, **pairs.arrays())
 
 
+def build_lung_set(path: PathLike, split: str, settings: dict[str, Any]) -> None:
+    """Lung phantom pairs (inhale moving, exhale fixed) with exact landmarks, preprocessed as CT."""
+    from equireg.data.lung import lung_pair, preprocess_ct
+
+    count = settings["train_pairs"] if split == "train" else settings["pairs"]
+    pairs = [lung_pair((DATA_SEEDS[split], k), shape=(settings["size"],) * 3, landmarks=settings["landmarks"])
+             for k in range(count)]
+    save_pairs(
+        path,
+        moving=np.stack([preprocess_ct(p.moving, p.moving_mask) for p in pairs])[:, None].astype(np.float32),
+        fixed=np.stack([preprocess_ct(p.fixed, p.fixed_mask) for p in pairs])[:, None].astype(np.float32),
+        moving_label=np.stack([p.moving_mask for p in pairs])[:, None],
+        fixed_label=np.stack([p.fixed_mask for p in pairs])[:, None],
+        moving_landmarks=np.stack([p.moving_landmarks for p in pairs]),
+        fixed_landmarks=np.stack([p.fixed_landmarks for p in pairs]),
+        spacing=np.asarray(pairs[0].spacing),
+        coordinates=np.stack([p.coordinates for p in pairs]).astype(np.float32),
+    )
+
+
 # --- training ------------------------------------------------------------------------------------
 
 def batch_sampler(pairs: dict[str, np.ndarray], batch_size: int, seed: int):
