@@ -19,8 +19,8 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         f"{RESULTS}/claims.md",
         all_tables(),
         all_figures(),
-    default_target: True

@@ -1,27 +1,20 @@
 # Beyond the Dice table: capture radius (shift sweep), equivariance error, loss landscape, 1-D toy.
 
 
-def sweep_model(wildcards):
-    """Shift sweeps and equivariance use the models trained on not-shifted pairs, first seed."""
-    if wildcards.method not in TRAINED:
-        return []
-    return f"{RESULTS}/models/retina/{wildcards.method}/none/seed{SEEDS[0]}.pt"
-
-
 rule shift_sweep:
     input:
         model=sweep_model,
     output:
         f"{RESULTS}/shift_sweep/{{method}}.csv",
-    params:
-        settings=lambda wc: method_settings(wc.method),
-        sweep=PRESET_CONFIG["shift_sweep"],
-        retina=RETINA,
-    threads: 1
     log:
         f"{RESULTS}/logs/shift_sweep/{{method}}.log",
     conda:
         ENV
+    threads: 1
+    params:
+        settings=lambda wc: method_settings(wc.method),
+        sweep=PRESET_CONFIG["shift_sweep"],
+        retina=RETINA,
     script:
         "../scripts/shift_sweep.py"
 
@@ -32,14 +25,14 @@ rule equivariance:
         test=f"{RESULTS}/data/retina/test_none.npz",
     output:
         f"{RESULTS}/equivariance/{{method}}.json",
-    params:
-        settings=lambda wc: method_settings(wc.method),
-        pairs=PRESET_CONFIG["equivariance"]["pairs"],
-    threads: 1
     log:
         f"{RESULTS}/logs/equivariance/{{method}}.log",
     conda:
         ENV
+    threads: 1
+    params:
+        settings=lambda wc: method_settings(wc.method),
+        pairs=PRESET_CONFIG["equivariance"]["pairs"],
     script:
         "../scripts/equivariance.py"
 
@@ -49,16 +42,16 @@ rule landscape:
         f"{RESULTS}/data/retina/train_none.npz",
     output:
         f"{RESULTS}/landscape/landscape.csv",
-    params:
-        landscape=PRESET_CONFIG["landscape"],
-        seed=SEEDS[0],
-    threads: 1
     log:
         f"{RESULTS}/logs/landscape.log",
     benchmark:
         f"{RESULTS}/benchmarks/landscape.tsv"
     conda:
         ENV
+    threads: 1
+    params:
+        landscape=PRESET_CONFIG["landscape"],
+        seed=SEEDS[0],
     script:
         "../scripts/landscape.py"
 

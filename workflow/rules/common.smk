@@ -1,4 +1,6 @@
 # Preset resolution and the lists of targets. Everything a rule needs comes from PRESET_CONFIG.
+import os
+
 from snakemake.exceptions import WorkflowError
 
 PRESET = config["preset"]
@@ -13,7 +15,14 @@ RETINA = PRESET_CONFIG["retina"]
 LUNG = PRESET_CONFIG["lung"]
 SEEDS = PRESET_CONFIG["seeds"]
 ENV = "../envs/equireg.yaml"
-TRAINED = {"carl", "carl_draft", "transformer_only", "unet_only", "gradicon", "voxelmorph"}
+TRAINED = {
+    "carl",
+    "carl_draft",
+    "transformer_only",
+    "unet_only",
+    "gradicon",
+    "voxelmorph",
+}
 
 
 def method_settings(method, section=None):
@@ -21,14 +30,21 @@ def method_settings(method, section=None):
     table = (section or {}).get("training", PRESET_CONFIG["training"])
     settings = table.get(method, {})
     if method in TRAINED and not settings.get("stages"):
-        raise WorkflowError(f"config: preset {PRESET!r} has no training stages for {method!r}")
-    return {"options": settings.get("options", {}), "stages": settings.get("stages", [])}
+        raise WorkflowError(
+            f"config: preset {PRESET!r} has no training stages for {method!r}"
+        )
+    return {
+        "options": settings.get("options", {}),
+        "stages": settings.get("stages", []),
+    }
 
 
 def retina_runs():
     """(method, train condition) pairs trained and evaluated on retina."""
     runs = [(m, c) for m in RETINA["methods"] for c in RETINA["train_conditions"]]
-    runs += [(m, c) for m in RETINA["ablations"] for c in RETINA["ablation_train_conditions"]]
+    runs += [
+        (m, c) for m in RETINA["ablations"] for c in RETINA["ablation_train_conditions"]
+    ]
     return list(dict.fromkeys(runs))
 
 
@@ -45,18 +61,48 @@ def lung_model(wildcards):
     return f"{RESULTS}/models/lung/{wildcards.method}/seed{wildcards.seed}.pt"
 
 
+def sweep_model(wildcards):
+    """Shift sweeps and equivariance use the models trained on not-shifted pairs, first seed."""
+    if wildcards.method not in TRAINED:
+        return []
+    return f"{RESULTS}/models/retina/{wildcards.method}/none/seed{SEEDS[0]}.pt"
+
+
 def retina_methods():
     return list(dict.fromkeys(RETINA["methods"] + RETINA["ablations"]))
 
 
-TABLES = ["retina", "retina_pairs", "shift_sweep", "equivariance", "lung", "toy1d", "landscape"]
-FIGURES = ["retina_violin", "shift_sweep", "landscape", "toy1d", "qualitative_retina",
-           "qualitative_lung", "vessel_masks"]
+TABLES = [
+    "retina",
+    "retina_pairs",
+    "shift_sweep",
+    "equivariance",
+    "lung",
+    "toy1d",
+    "landscape",
+]
+FIGURES = [
+    "retina_violin",
+    "shift_sweep",
+    "landscape",
+    "toy1d",
+    "qualitative_retina",
+    "qualitative_lung",
+    "vessel_masks",
+]
 
 
 def all_tables():
-    return expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLES, ext=["csv", "md", "tex"])
+    return expand(
+        f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLES, ext=["csv", "md", "tex"]
+    )
 
 
 def all_figures():
-    return expand(f"{RESULTS}/figures/{{name}}.{{ext}}", name=FIGURES, ext=["png", "pdf"])
+    return expand(
+        f"{RESULTS}/figures/{{name}}.{{ext}}", name=FIGURES, ext=["png", "pdf"]
+    )
+
+
+def tables_directory(wildcards, input):
+    return os.path.dirname(input.tables[0])

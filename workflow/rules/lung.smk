@@ -4,14 +4,14 @@
 rule lung_data:
     output:
         f"{RESULTS}/data/lung/{{split}}.npz",
-    wildcard_constraints:
-        split="train|test",
-    params:
-        lung=LUNG,
     log:
         f"{RESULTS}/logs/lung_data/{{split}}.log",
+    wildcard_constraints:
+        split="train|test",
     conda:
         ENV
+    params:
+        lung=LUNG,
     script:
         "../scripts/lung_data.py"
 
@@ -21,19 +21,19 @@ rule train_lung:
         f"{RESULTS}/data/lung/train.npz",
     output:
         f"{RESULTS}/models/lung/{{method}}/seed{{seed}}.pt",
-    params:
-        settings=lambda wc: method_settings(wc.method, LUNG),
-        batch_size=2,
-        checkpoints=lambda wc: f"{RESULTS}/checkpoints/lung/{wc.method}/seed{wc.seed}",
-    threads: 1
-    resources:
-        gpu=1,
     log:
         f"{RESULTS}/logs/train_lung/{{method}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_lung/{{method}}_seed{{seed}}.tsv"
     conda:
         ENV
+    threads: 1
+    resources:
+        gpu=1,
+    params:
+        settings=lambda wc: method_settings(wc.method, LUNG),
+        batch_size=2,
+        checkpoints=lambda wc: f"{RESULTS}/checkpoints/lung/{wc.method}/seed{wc.seed}",
     script:
         "../scripts/train.py"
 
@@ -45,14 +45,14 @@ rule evaluate_lung:
     output:
         table=f"{RESULTS}/lung/{{method}}/seed{{seed}}.csv",
         examples=f"{RESULTS}/lung/{{method}}/seed{{seed}}_examples.npz",
-    params:
-        settings=lambda wc: method_settings(wc.method, LUNG),
-    threads: 1
     log:
         f"{RESULTS}/logs/evaluate_lung/{{method}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate_lung/{{method}}_seed{{seed}}.tsv"
     conda:
         ENV
+    threads: 1
+    params:
+        settings=lambda wc: method_settings(wc.method, LUNG),
     script:
         "../scripts/evaluate_lung.py"

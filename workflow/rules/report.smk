@@ -4,21 +4,31 @@
 rule tables:
     input:
         retina=expand(
-            f"{RESULTS}/retina/{{run[0]}}/{{run[1]}}/seed{{seed}}.csv", run=retina_runs(), seed=SEEDS
+            f"{RESULTS}/retina/{{run[0]}}/{{run[1]}}/seed{{seed}}.csv",
+            run=retina_runs(),
+            seed=SEEDS,
         ),
-        shift_sweep=expand(f"{RESULTS}/shift_sweep/{{method}}.csv", method=retina_methods()),
-        equivariance=expand(f"{RESULTS}/equivariance/{{method}}.json", method=retina_methods()),
-        lung=expand(f"{RESULTS}/lung/{{method}}/seed{{seed}}.csv", method=LUNG["methods"], seed=SEEDS),
+        shift_sweep=expand(
+            f"{RESULTS}/shift_sweep/{{method}}.csv", method=retina_methods()
+        ),
+        equivariance=expand(
+            f"{RESULTS}/equivariance/{{method}}.json", method=retina_methods()
+        ),
+        lung=expand(
+            f"{RESULTS}/lung/{{method}}/seed{{seed}}.csv",
+            method=LUNG["methods"],
+            seed=SEEDS,
+        ),
         toy1d=f"{RESULTS}/toy1d/toy1d.csv",
         landscape=f"{RESULTS}/landscape/landscape.csv",
     output:
         all_tables(),
-    params:
-        directory=f"{RESULTS}/tables",
     log:
         f"{RESULTS}/logs/tables.log",
     conda:
         ENV
+    params:
+        directory=lambda wildcards, output: os.path.dirname(output[0]),
     script:
         "../scripts/tables.py"
 
@@ -31,7 +41,8 @@ rule figure:
             method=[m for m, c in retina_runs() if c == "none"],
         ),
         lung_examples=expand(
-            f"{RESULTS}/lung/{{method}}/seed{SEEDS[0]}_examples.npz", method=LUNG["methods"]
+            f"{RESULTS}/lung/{{method}}/seed{SEEDS[0]}_examples.npz",
+            method=LUNG["methods"],
         ),
         train=f"{RESULTS}/data/retina/train_none.npz",
     output:
@@ -41,14 +52,14 @@ rule figure:
             category="Figures",
         ),
         pdf=f"{RESULTS}/figures/{{name}}.pdf",
-    wildcard_constraints:
-        name="|".join(FIGURES),
-    params:
-        tables=f"{RESULTS}/tables",
     log:
         f"{RESULTS}/logs/figures/{{name}}.log",
+    wildcard_constraints:
+        name="|".join(FIGURES),
     conda:
         ENV
+    params:
+        tables=tables_directory,
     script:
         "../scripts/figure.py"
 
@@ -57,13 +68,15 @@ rule claims:
     input:
         tables=all_tables(),
     output:
-        report(f"{RESULTS}/claims.md", caption="../report/claims.rst", category="Claims"),
-    params:
-        tables=f"{RESULTS}/tables",
-        copdgene=config.get("datasets", {}).get("copdgene"),
+        report(
+            f"{RESULTS}/claims.md", caption="../report/claims.rst", category="Claims"
+        ),
     log:
         f"{RESULTS}/logs/claims.log",
     conda:
         ENV
+    params:
+        tables=tables_directory,
+        copdgene=config.get("datasets", {}).get("copdgene"),
     script:
         "../scripts/claims.py"

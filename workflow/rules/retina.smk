@@ -5,16 +5,16 @@
 rule retina_data:
     output:
         f"{RESULTS}/data/retina/{{split}}_{{condition}}.npz",
+    log:
+        f"{RESULTS}/logs/retina_data/{{split}}_{{condition}}.log",
     wildcard_constraints:
         split="train|test|real",
         condition="none|shift|shift_scale",
+    conda:
+        ENV
     params:
         retina=RETINA,
         drive=config.get("datasets", {}).get("drive"),
-    log:
-        f"{RESULTS}/logs/retina_data/{{split}}_{{condition}}.log",
-    conda:
-        ENV
     script:
         "../scripts/retina_data.py"
 
@@ -24,19 +24,19 @@ rule train_retina:
         f"{RESULTS}/data/retina/train_{{condition}}.npz",
     output:
         f"{RESULTS}/models/retina/{{method}}/{{condition}}/seed{{seed}}.pt",
-    params:
-        settings=lambda wc: method_settings(wc.method),
-        batch_size=RETINA["batch_size"],
-        checkpoints=lambda wc: f"{RESULTS}/checkpoints/retina/{wc.method}/{wc.condition}/seed{wc.seed}",
-    threads: 1
-    resources:
-        gpu=1,
     log:
         f"{RESULTS}/logs/train_retina/{{method}}_{{condition}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_retina/{{method}}_{{condition}}_seed{{seed}}.tsv"
     conda:
         ENV
+    threads: 1
+    resources:
+        gpu=1,
+    params:
+        settings=lambda wc: method_settings(wc.method),
+        batch_size=RETINA["batch_size"],
+        checkpoints=lambda wc: f"{RESULTS}/checkpoints/retina/{wc.method}/{wc.condition}/seed{wc.seed}",
     script:
         "../scripts/train.py"
 
@@ -52,14 +52,14 @@ rule evaluate_retina:
     output:
         table=f"{RESULTS}/retina/{{method}}/{{condition}}/seed{{seed}}.csv",
         examples=f"{RESULTS}/retina/{{method}}/{{condition}}/seed{{seed}}_examples.npz",
-    params:
-        settings=lambda wc: method_settings(wc.method),
-    threads: 1
     log:
         f"{RESULTS}/logs/evaluate_retina/{{method}}_{{condition}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/evaluate_retina/{{method}}_{{condition}}_seed{{seed}}.tsv"
     conda:
         ENV
+    threads: 1
+    params:
+        settings=lambda wc: method_settings(wc.method),
     script:
         "../scripts/evaluate_retina.py"
