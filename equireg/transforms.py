@@ -26,7 +26,8 @@ def identity_map(
     shape: Sequence[int], device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """The identity coordinate map ``[1, D, *shape]``: channel ``d`` runs 0..1 along axis ``d``."""
-    axes = [torch.linspace(0.0, 1.0, n, device=device, dtype=dtype) if n > 1 else
+    # built in float64 then rounded, so the grid is bit-identical to icon-registration's numpy grid
+    axes = [torch.linspace(0.0, 1.0, n, dtype=torch.float64).to(device=device, dtype=dtype) if n > 1 else
             torch.zeros(1, device=device, dtype=dtype) for n in shape]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))[None]
 

@@ -1,0 +1,97 @@
+"""The U-Net used for every displacement step (Ψ) of GradICON and CARL: ICON's ``tallUNet2``.
+
+``TallUNet2(dimension)(moving, fixed)`` returns a displacement field ``[B, D, *S]`` in [0, 1]
+coordinate units (see :mod:`equireg.transforms`), to be wrapped by
+:class:`equireg.wrappers.DisplacementField`.
+
+Architecture (icon-registration 1.1.9 ``networks.UNet2`` with 5 levels): the input is
+``cat(moving, fixed)``; each down level is a stride-2 3x3 convolution of the leaky-ReLU'd input
+plus an average-pooled residual path; each up level is a 4x4 stride-2 transposed convolution
+plus a linearly upsampled residual path, BatchNorm, then concatenation with the skip. The last
+3x3 convolution is zero-initialised, so a fresh network predicts the identity, and the output is
+divided by 10. Parameter names (``downConvs``, ``upConvs``, ``batchNorms``, ``lastConv``) and
+the order in which layers are created are upstream's, so upstream state dicts load with
+``strict=True`` and the same seed gives the same initial weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DOWN_CHANNELS = (16, 32, 64, 256, 512)
+UP_CHANNELS = (16, 32, 64, 128, 256)
+MIN_SIZE_3D = 2 ** (len(DOWN_CHANNELS) - 1) + 1
+
+_LAYERS = {
+    1: (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, F.avg_pool1d, "linear"),
+    2: (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, F.avg_pool2d, "bilinear"),
+    3: (nn.Conv3d, nn.ConvTranspose3d, nn.BatchNorm3d, F.avg_pool3d, "trilinear"),
+}
+
+
+def _match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Keep the first ``channels`` channels of ``x``, or zero-pad in front up to ``channels``.
+
+    Padding in front means a residual path adds onto the *last* channels of a wider tensor.
+    """
+    x = x[:, :channels]
+    missing = channels - x.shape[1]
+    if missing > 0:
+        x = torch.cat([x.new_zeros(x.shape[0], missing, *x.shape[2:]), x], 1)
+    return x
+
+
+class TallUNet2(nn.Module):
+    """ICON's ``tallUNet2``: ``forward(moving, fixed) -> displacement [B, dimension, *S]``."""
+
+    def __init__(self, dimension: int, input_channels: int = 1):
+        super().__init__()
+        if dimension not in _LAYERS:
+            raise ValueError(f"TallUNet2: dimension must be 1, 2 or 3, got {dimension!r}")
+        if input_channels < 1:
+            raise ValueError(f"TallUNet2: input_channels must be >= 1, got {input_channels!r}")
+        conv, conv_transpose, batch_norm, self._avg_pool, self._interpolation = _LAYERS[dimension]
+        self.dimension = dimension
+        self.input_channels = input_channels
+        down = (2 * input_channels, *DOWN_CHANNELS)
+        # an up convolution reads the down features of its level plus the up features from below
+        up_in = [d + u for d, u in zip(down[1:], (*UP_CHANNELS[1:], 0))]
+        levels = len(DOWN_CHANNELS)
+        # registration and creation order match upstream: same state-dict order, and a given
+        # seed initialises identical weights
+        self.downConvs = nn.ModuleList()
+        self.upConvs = nn.ModuleList()
+        self.batchNorms = nn.ModuleList([batch_norm(UP_CHANNELS[i]) for i in range(levels)])
+        for i in range(levels):
+            self.downConvs.append(conv(down[i], down[i + 1], kernel_size=3, padding=1, stride=2))
+            self.upConvs.append(conv_transpose(up_in[i], UP_CHANNELS[i], kernel_size=4, padding=1, stride=2))
+        self.lastConv = conv(down[0] + UP_CHANNELS[0], dimension, kernel_size=3, padding=1)
+        nn.init.zeros_(self.lastConv.weight)
+        nn.init.zeros_(self.lastConv.bias)
+
+    def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([moving, fixed], 1)
+        if x.dim() != self.dimension + 2 or x.shape[1] != 2 * self.input_channels:
+            raise ValueError(
+                f"TallUNet2({self.dimension}-D, {self.input_channels} channel(s)) got moving "
+                f"{tuple(moving.shape)} and fixed {tuple(fixed.shape)}")
+        if self.dimension == 3 and min(x.shape[2:]) < MIN_SIZE_3D:
+            # 3-D average pooling cannot pool a 1-voxel axis, which the 5th level would meet
+            raise ValueError(f"TallUNet2 in 3-D needs every spatial axis >= {MIN_SIZE_3D} voxels, "
+                             f"got {tuple(x.shape[2:])}")
+        skips = []
+        for down_conv in self.downConvs:
+            skips.append(x)
+            y = down_conv(F.leaky_relu(x))
+            x = y + _match_channels(self._avg_pool(x, 2, ceil_mode=True), y.shape[1])
+        for depth in reversed(range(len(self.upConvs))):
+            y = self.upConvs[depth](F.leaky_relu(x))
+            x = y + F.interpolate(_match_channels(x, y.shape[1]), scale_factor=2,
+                                  mode=self._interpolation, align_corners=False)
+            x = self.batchNorms[depth](x)
+            skip = skips[depth]
+            x = x[(slice(None), slice(None), *(slice(0, n) for n in skip.shape[2:]))]
+            x = torch.cat([x, skip], 1)
+        return self.lastConv(x) / 10
