@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 
 from equireg import metrics, training
-from equireg.files import atomic_path, write_text
+from equireg.data.datasets import PairBatches, load_arrays, save_arrays
+from equireg.files import write_text
 from equireg.transforms import identity_map, warp
 
 #: vessel maps are soft after average pooling; a voxel counts as vessel above this (carl.md §7)
@@ -44,18 +45,15 @@ def setup_job(log: Sequence[str], threads: int) -> None:
 
 
 def save_pairs(path: PathLike, **arrays: np.ndarray) -> None:
-    """Write a pair set atomically (uncompressed npz: byte-reproducible)."""
-    with atomic_path(path) as temporary:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays)
+    """Write a pair set atomically and byte-reproducibly."""
+    save_arrays(path, arrays)
 
 
 def load_pairs(path: PathLike) -> dict[str, np.ndarray]:
     """Read a pair set written by :func:`save_pairs`, with a clear error for a broken file."""
     try:
-        with np.load(path) as data:
-            arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError) as error:
+        arrays = dict(load_arrays(path))
+    except (OSError, ValueError, KeyError) as error:
         raise ValueError(f"{path}: not a readable pair set ({error})") from None
     missing = {"moving", "fixed"} - set(arrays)
     if missing:
@@ -122,20 +120,6 @@ def build_lung_set(path: PathLike, split: str, settings: dict[str, Any]) -> None
 
 # --- training ------------------------------------------------------------------------------------
 
-def batch_sampler(pairs: dict[str, np.ndarray], batch_size: int, seed: int):
-    """``batches(step)``: a pure function of ``(seed, step)``, so training resumes exactly."""
-    moving = torch.from_numpy(pairs["moving"])
-    fixed = torch.from_numpy(pairs["fixed"])
-    count = len(moving)
-
-    def batches(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        index = torch.randint(count, (batch_size,), generator=generator)
-        return moving[index], fixed[index]
-
-    return batches
-
-
 def train_method(
     data: PathLike,
     model: PathLike,
@@ -154,7 +138,7 @@ def train_method(
 
     net = methods.build(method, dimension, **settings["options"])
     stages = [training.Stage.from_config(stage) for stage in settings["stages"]]
-    training.train(net, stages, batch_sampler(pairs, batch_size, seed), checkpoints, seed=seed,
+    training.train(net, stages, PairBatches(pairs["moving"], pairs["fixed"], batch_size, seed), checkpoints, seed=seed,
                    checkpoint_every=max(1, min(100, sum(s.steps for s in stages) // 10)), progress=progress)
     training.save_model(model, net, method, dimension, settings["options"], list(pairs["moving"].shape[2:]))
 
@@ -278,6 +262,24 @@ def shift_sweep(method: str, model: PathLike | None, table: PathLike, settings: 
     _write_csv(table, pd.DataFrame(rows))
 
 
+def equivariance(method: str, model: PathLike | None, test: PathLike, path: PathLike, settings: dict[str, Any],
+                 pairs: int, shift: int) -> None:
+    """[U,U] and [W,U] error (voxels) on the first ``pairs`` not-shifted test pairs: the fixed image
+    moves ``shift`` pixels along the columns; in [W,U] the moving image moves ``shift`` along the rows.
+    Reports the median over pairs of each pair's median and 95th percentile."""
+    from equireg.equivariance import equivariance_report
+
+    net = load_network(method, model, 2, settings)
+    data = load_pairs(test)
+    reports = [equivariance_report(net, torch.from_numpy(data["moving"][i:i + 1]),
+                                   torch.from_numpy(data["fixed"][i:i + 1]), (shift, 0), (0, shift))
+               for i in range(min(pairs, len(data["moving"])))]
+    summary = {case: {statistic: float(np.median([r[case][f"{statistic}_voxels"] for r in reports]))
+                      for statistic in ("median", "p95")} for case in ("UU", "WU")}
+    write_json(path, {"method": method, "shift_moving": [shift, 0], "shift_fixed": [0, shift],
+                      "pairs": len(reports), **summary})
+
+
 def landscape(train: PathLike, table: PathLike, *, seed: int, train_steps: int, points: int) -> None:
     """Train a single-step U-Net briefly, then record the loss landscape of a translation with and
     without it (SSD, on the first four training pairs)."""
@@ -291,7 +293,7 @@ def landscape(train: PathLike, table: PathLike, *, seed: int, train_steps: int, 
     net = DisplacementField(TallUNet2(2))
     stage = training.Stage("diffusion", train_steps, 1e-3, 1.5)
     with tempfile.TemporaryDirectory(prefix="equireg-landscape-") as scratch:
-        training.train(net, [stage], batch_sampler(pairs, 4, seed), scratch, seed=seed, progress=False)
+        training.train(net, [stage], PairBatches(pairs["moving"], pairs["fixed"], 4, seed), scratch, seed=seed, progress=False)
     moving = torch.from_numpy(pairs["moving"][:4])
     fixed = torch.from_numpy(pairs["fixed"][:4])
     curve = loss_curve(net, moving, fixed, np.linspace(-0.5, 0.5, points), SSD())
@@ -303,5 +305,7 @@ def toy1d(table: PathLike) -> None:
     from equireg.toy1d import solve_toy
 
     result = solve_toy()
-    _write_csv(table, pd.DataFrame({key: result[key] for key in ("x", "estimate", "analytic", "interior")}))
+    interior = (result["x"] >= result["margin"]) & (result["x"] <= 1 - result["margin"])
+    _write_csv(table, pd.DataFrame({"x": result["x"], "estimate": result["estimate"], "analytic": result["analytic"],
+                                    "interior": interior.astype(int)}))
 
