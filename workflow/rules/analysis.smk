@@ -32,7 +32,7 @@ rule equivariance:
     threads: 1
     params:
         settings=lambda wc: method_settings(wc.method),
-        pairs=PRESET_CONFIG["equivariance"]["pairs"],
+        equivariance=PRESET_CONFIG["equivariance"],
     script:
         "../scripts/equivariance.py"
 

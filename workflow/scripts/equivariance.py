@@ -9,5 +9,5 @@ experiments.equivariance(
     snakemake.input.test,
     snakemake.output[0],
     settings=snakemake.params.settings,
-    pairs=snakemake.params.pairs,
+    **snakemake.params.equivariance,
 )
