@@ -84,22 +84,63 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def equivariance(args: argparse.Namespace) -> dict[str, Any]:
+    """Translation-equivariance error ([U,U] and [W,U]) of a method on one image pair."""
+    from equireg.data import io
+    from equireg.equivariance import equivariance_report
+    from equireg.training import load_model
+
+    if (args.moving is None) != (args.fixed is None):
+        raise ValueError("--moving and --fixed go together (or leave both out for a generated vessel pair)")
+    if args.moving is None:
+        from equireg.data.perturb import make_pair
+        from equireg.data.retina import generate_vessel_mask
+
+        pair = make_pair(generate_vessel_mask(0), shifted=False, seed=0, pool=8, with_map=False)
+        moving, fixed = (torch.from_numpy(image)[None, None] for image in (pair.moving, pair.fixed))
+    else:
+        moving_image, fixed_image = io.read_image(args.moving), io.read_image(args.fixed)
+        if moving_image.GetSize() != fixed_image.GetSize():
+            raise ValueError(f"{args.moving}: size {moving_image.GetSize()} differs from {args.fixed} "
+                             f"{fixed_image.GetSize()}; resample them to one grid first")
+        moving, fixed = io.to_tensor(moving_image), io.to_tensor(fixed_image)
+    dimension = fixed.dim() - 2
+    net, _ = load_model(args.checkpoint, args.method, dimension, _options(args.option))
+    report = equivariance_report(net, moving, fixed, args.shift_moving or [args.shift] + [0] * (dimension - 1),
+                                 args.shift_fixed or [0] * (dimension - 1) + [args.shift])
+    return {"method": args.method, "checkpoint": str(args.checkpoint) if args.checkpoint else None, **report}
+
+
+def _common_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--method", required=True, choices=methods.names())
+    command.add_argument("--checkpoint", required=True, type=_checkpoint,
+                         help="model file written by training, or 'none' for a freshly initialised network")
+    command.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                         help="builder option for a fresh network (--checkpoint none), e.g. levels=2")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="equireg", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     reg = commands.add_parser("register", help="register a moving image to a fixed image")
-    reg.add_argument("--method", required=True, choices=methods.names())
-    reg.add_argument("--checkpoint", required=True, type=_checkpoint,
-                     help="model file written by training, or 'none' for a freshly initialised network")
+    _common_arguments(reg)
     reg.add_argument("--moving", required=True, type=Path, help="any image SimpleITK reads")
     reg.add_argument("--fixed", required=True, type=Path, help="any image SimpleITK reads")
     reg.add_argument("--out", required=True, type=Path, help="output directory")
     reg.add_argument("--shape", type=int, nargs="+",
                      help="network input size (default: the checkpoint's, else the fixed image's)")
-    reg.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                     help="builder option for a fresh network (--checkpoint none), e.g. levels=2")
     reg.set_defaults(run=register)
+
+    equi = commands.add_parser("equivariance", help="measure [U,U] and [W,U] translation-equivariance error")
+    _common_arguments(equi)
+    equi.add_argument("--moving", type=Path, help="moving image (default: a generated vessel pair)")
+    equi.add_argument("--fixed", type=Path, help="fixed image, same grid as --moving")
+    equi.add_argument("--shift", type=int, default=8,
+                      help="voxels: W moves the moving image along the first axis, U the fixed one along the last")
+    equi.add_argument("--shift-moving", type=int, nargs="+", help="W per array axis (overrides --shift)")
+    equi.add_argument("--shift-fixed", type=int, nargs="+", help="U per array axis (overrides --shift)")
+    equi.set_defaults(run=equivariance)
     return parser
 
 
