@@ -107,3 +107,8 @@ def all_figures():
 
 def tables_directory(wildcards, input):
     return os.path.dirname(input.tables[0])
+
+
+def reference_outputs():
+    """results/reference/ is the default preset's copy, refreshed only by that preset."""
+    return ["results/reference/claims.md"] if PRESET == "default" else []

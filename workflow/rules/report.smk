@@ -80,3 +80,20 @@ rule claims:
         copdgene=config.get("datasets", {}).get("copdgene"),
     script:
         "../scripts/claims.py"
+
+
+rule reference:
+    input:
+        claims=f"{RESULTS}/claims.md",
+        tables=all_tables(),
+        figures=all_figures(),
+    output:
+        claims="results/reference/claims.md",
+        tables=expand("results/reference/tables/{name}.{ext}", name=TABLES, ext=["csv", "md", "tex"]),
+        figures=expand("results/reference/figures/{name}.{ext}", name=FIGURES, ext=["png", "pdf"]),
+    log:
+        f"{RESULTS}/logs/reference.log",
+    conda:
+        ENV
+    script:
+        "../scripts/reference.py"
