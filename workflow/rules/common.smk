@@ -42,7 +42,11 @@ def method_settings(method, section=None):
 def retina_runs():
     """(method, train condition) pairs trained and evaluated on retina."""
     # methods without training do not depend on a train condition: evaluated once, as "none"
-    runs = [(m, c if m in TRAINED else "none") for m in RETINA["methods"] for c in RETINA["train_conditions"]]
+    runs = [
+        (m, c if m in TRAINED else "none")
+        for m in RETINA["methods"]
+        for c in RETINA["train_conditions"]
+    ]
     runs += [
         (m, c) for m in RETINA["ablations"] for c in RETINA["ablation_train_conditions"]
     ]

@@ -89,8 +89,14 @@ rule reference:
         figures=all_figures(),
     output:
         claims="results/reference/claims.md",
-        tables=expand("results/reference/tables/{name}.{ext}", name=TABLES, ext=["csv", "md", "tex"]),
-        figures=expand("results/reference/figures/{name}.{ext}", name=FIGURES, ext=["png", "pdf"]),
+        tables=expand(
+            "results/reference/tables/{name}.{ext}",
+            name=TABLES,
+            ext=["csv", "md", "tex"],
+        ),
+        figures=expand(
+            "results/reference/figures/{name}.{ext}", name=FIGURES, ext=["png", "pdf"]
+        ),
     log:
         f"{RESULTS}/logs/reference.log",
     conda:
