@@ -81,14 +81,15 @@ def landscape(directory: Path) -> plt.Figure:
 
 
 def toy1d(directory: Path) -> plt.Figure:
-    """The 1-D toy: attention's estimate of A^-1 o B against the analytic curve."""
+    """The 1-D toy: the images, attention's estimate of A^-1 o B against the analytic curve, the error."""
+    from equireg.toy1d import plot_toy
+
     curve = pd.read_csv(directory.parent / "toy1d" / "toy1d.csv")
-    figure, axis = plt.subplots(figsize=(5, 4))
-    axis.plot(curve.x, curve.analytic, "k-", lw=3, alpha=0.4, label="A⁻¹∘B (analytic)")
-    axis.plot(curve.x, curve.estimate, "C1--", label="Ξ[A, B]")
-    axis.set(xlabel="x", ylabel="Ξ[A, B](x)")
-    axis.legend()
-    return figure
+    interior = curve["interior"].astype(bool)
+    error = (curve.estimate - curve.analytic).abs().to_numpy()
+    return plot_toy({"x": curve.x.to_numpy(), "estimate": curve.estimate.to_numpy(),
+                     "analytic": curve.analytic.to_numpy(), "error": error,
+                     "max_error": float(error[interior].max()), "margin": float(curve.x[interior].iloc[0])})
 
 
 def _qualitative(examples: Sequence[str], methods: Sequence[str], prefix: str) -> plt.Figure:

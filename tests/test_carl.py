@@ -1,0 +1,110 @@
+"""CARL's network trees and instance optimisation."""
+
+import pytest
+import torch
+
+from equireg import methods
+from equireg.attention import CoordinateAttention
+from equireg.instance_optimization import instance_optimize
+from equireg.losses import DiffusionLoss, similarity
+from equireg.unet import TallUNet2
+from equireg.wrappers import DisplacementField, Downsample, TwoStep
+
+SMALL = {"feature_channels": 8}
+
+
+def is_xi(module):
+    return isinstance(module, DisplacementField) and isinstance(module.net, CoordinateAttention)
+
+
+def is_psi(module):
+    return isinstance(module, DisplacementField) and isinstance(module.net, TallUNet2)
+
+
+def test_cvpr_tree_shape_and_stage_attributes():
+    net = methods.build("carl", 2, feature_scale=7.0, **SMALL)
+    # TwoStep{TwoStep{Down{TwoStep{Down{Ξ}, Ψ₁}}, Ψ₂}, Ψ₃}
+    assert isinstance(net, TwoStep) and is_psi(net.netPsi)  # Ψ₃: added in the last stage
+    two_stage = net.netPhi  # trained alone in stages 1-2 (module "netPhi")
+    assert isinstance(two_stage, TwoStep) and is_psi(two_stage.netPsi)
+    assert isinstance(two_stage.netPhi, Downsample)
+    inner = two_stage.netPhi.net
+    assert isinstance(inner, TwoStep) and is_psi(inner.netPsi) and isinstance(inner.netPhi, Downsample)
+    xi = inner.netPhi.net
+    assert is_xi(xi) and xi.net.feature_scale == 7.0 and xi.net.net.convs[0].out_channels == 8
+    assert net.get_submodule("netPhi.netPhi.net.netPhi.net") is xi
+
+
+def test_other_trees():
+    draft = methods.build("carl_draft", 2, **SMALL)
+    assert is_psi(draft.netPsi) and is_psi(draft.netPhi.netPsi) and is_xi(draft.netPhi.netPhi.net)
+    transformer = methods.build("transformer_only", 2, **SMALL)
+    assert isinstance(transformer.net, Downsample) and is_xi(transformer.net.net)
+    unet = methods.build("unet_only", 2)
+    assert isinstance(unet.net, Downsample) and is_psi(unet.net.net)
+    with pytest.raises(TypeError, match="feature_scale"):
+        methods.build("unet_only", 2, feature_scale=4.0)
+
+
+@pytest.mark.parametrize("name", ["carl", "carl_draft", "transformer_only", "unet_only"])
+def test_trees_register_2d_pairs(name):
+    torch.manual_seed(0)
+    options = {} if name == "unet_only" else SMALL
+    net = methods.build(name, 2, **options).eval()
+    moving, fixed = torch.rand(2, 1, 36, 28), torch.rand(2, 1, 36, 28)
+    with torch.no_grad():
+        field = net(moving, fixed).field((36, 28))
+    assert field.shape == (2, 2, 36, 28) and torch.isfinite(field).all()
+
+
+def test_transformer_only_registers_3d():
+    torch.manual_seed(0)
+    net = methods.build("transformer_only", 3, **SMALL).eval()
+    with torch.no_grad():
+        field = net(torch.rand(1, 1, 12, 10, 9), torch.rand(1, 1, 12, 10, 9)).field((12, 10, 9))
+    assert field.shape == (1, 3, 12, 10, 9) and torch.isfinite(field).all()
+
+
+def snapshot(net):
+    return {name: value.detach().clone() for name, value in net.state_dict().items()}
+
+
+def same_weights(net, weights):
+    return all(torch.equal(value, weights[name]) for name, value in net.state_dict().items())
+
+
+def test_instance_optimization_fine_tunes_and_always_restores():
+    torch.manual_seed(0)
+    net = methods.build("transformer_only", 2, **SMALL).eval()
+    loss = DiffusionLoss(net, similarity("ssd"), 0.1)
+    first, second = (torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)), (torch.rand(1, 1, 16, 16),) * 2
+    original = snapshot(net)
+    with torch.no_grad():
+        plain = net(*first).field((16, 16))
+    tuned = instance_optimize(net, loss, *first, steps=3, lr=1e-2).field((16, 16))
+    assert (tuned - plain).abs().max() > 1e-4  # the steps changed the network
+    assert same_weights(net, original)
+
+    net.train()  # now the forward passes also move BatchNorm's running statistics
+    seen = []
+
+    def watching_loss(moving, fixed):
+        if not seen:
+            seen.append(snapshot(net))
+        return loss(moving, fixed)
+
+    instance_optimize(net, watching_loss, *second, steps=2, lr=1e-2)
+    assert all(torch.equal(value, original[name]) for name, value in seen[0].items())  # pair 2 starts fresh
+    assert same_weights(net, original)
+
+    def failing_loss(moving, fixed):
+        if seen:
+            seen.clear()
+            return loss(moving, fixed)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        instance_optimize(net, failing_loss, *first, steps=2, lr=1e-2)
+    assert same_weights(net, original)
+    with pytest.raises(ValueError, match="steps"):
+        instance_optimize(net, loss, *first, steps=-1)
