@@ -3,6 +3,7 @@ GradientICON / GradientICONSparse on the same tree (loss terms, gradients, warpe
 
 import pytest
 import torch
+from parity import assert_gradients_match
 
 from baselines import gradicon
 from equireg import methods
@@ -77,20 +78,6 @@ def _use_our_identity_maps(upstream):
             module.identity_map = ours
 
 
-def _assert_gradients_match(ours, upstream, rtol=1e-5):
-    """Per parameter, ``|g - g_up| <= rtol * |g_up|`` (norms). The biases of the up-convolutions
-    feed a training-mode BatchNorm, so their gradients are analytically zero: both must be
-    round-off small instead."""
-    pairs = [(name, p.grad, q.grad) for (name, p), q in zip(ours.named_parameters(), upstream.parameters())]
-    largest = max(g.norm() for _, _, g in pairs)
-    for name, grad, expected in pairs:
-        if "upConvs" in name and name.endswith("bias"):
-            assert max(grad.norm(), expected.norm()) < 1e-5 * largest, name
-            continue
-        error = (grad - expected).norm()
-        assert error <= rtol * expected.norm(), f"{name}: relative error {error / expected.norm():.2e}"
-
-
 @pytest.mark.peers
 @pytest.mark.parametrize("dimension, levels, final_step", [(2, 4, False), (3, 3, True)])
 def test_upstream_tree_weights_load_strictly_and_seeded_builds_agree(dimension, levels, final_step):
@@ -152,7 +139,7 @@ def test_gradicon_loss_matches_upstream(size, levels, batch, sparse):
         if key == "folds" and dimension == 3:
             continue  # upstream counts 3-D folds on a backward-difference stencil, ours forward
         torch.testing.assert_close(terms[key], getattr(expected, name).float(), rtol=1e-5, atol=0)
-    _assert_gradients_match(ours_net, upstream_net)
+    assert_gradients_match(ours_net, upstream_net)
     with torch.no_grad():
         identity = identity_map(shape[2:])
         torch.testing.assert_close(warp(moving, ours_net(moving, fixed)(identity)), upstream.warped_image_A,

@@ -5,6 +5,7 @@ The GradICON parity with upstream on full network trees lives in test_gradicon.p
 
 import pytest
 import torch
+from parity import assert_gradients_match
 
 from equireg import methods
 from equireg.losses import (
@@ -160,20 +161,6 @@ def test_losses_reject_bad_arguments_and_are_registered():
 
 # --- parity with icon-registration ----------------------------------------------------------------
 
-def _assert_gradients_match(ours, upstream, rtol=1e-5):
-    """Per parameter, ``|g - g_up| <= rtol * |g_up|`` (norms). The biases of the up-convolutions
-    feed a training-mode BatchNorm, so their gradients are analytically zero: both must be
-    round-off small instead."""
-    pairs = [(name, p.grad, q.grad) for (name, p), q in zip(ours.named_parameters(), upstream.parameters())]
-    largest = max(g.norm() for _, _, g in pairs)
-    for name, grad, expected in pairs:
-        if "upConvs" in name and name.endswith("bias"):
-            assert max(grad.norm(), expected.norm()) < 1e-5 * largest, name
-            continue
-        error = (grad - expected).norm()
-        assert error <= rtol * expected.norm(), f"{name}: relative error {error / expected.norm():.2e}"
-
-
 @pytest.mark.peers
 @pytest.mark.parametrize("shape", [(2, 1, 40), (2, 1, 32, 24), (1, 2, 12, 14, 10)])
 def test_similarities_match_upstream(shape):
@@ -210,4 +197,4 @@ def test_diffusion_loss_matches_upstream_diffusion_regularized_net():
                       ("folds", "flips")]:
         torch.testing.assert_close(terms[key], getattr(expected, name).float(), rtol=1e-5, atol=1e-9)
     assert expected.bending_energy_loss > 1e-4  # a non-trivial field was compared
-    _assert_gradients_match(ours_net, upstream_net)
+    assert_gradients_match(ours_net, upstream_net)
