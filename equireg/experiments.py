@@ -100,13 +100,37 @@ def build_retina_set(path: PathLike, split: str, condition: str, settings: dict[
     save_pairs(path, **pairs.arrays())
 
 
-def build_lung_set(path: PathLike, split: str, settings: dict[str, Any]) -> None:
-    """Lung phantom pairs (inhale moving, exhale fixed) with exact landmarks, preprocessed as CT."""
+def build_lung_set(path: PathLike, split: str, settings: dict[str, Any], copdgene: PathLike | None = None) -> None:
+    """Lung pairs preprocessed as CT (clamp, [0, 1], lung mask) at ``size``^3, with landmarks.
+
+    Generated phantom pairs (inhale moving, exhale fixed, exact landmarks) by default; with
+    ``copdgene`` the test split is DIR-Lab COPDGene cases 1..``pairs`` (expiration moving,
+    inspiration fixed, 300 landmarks each), resampled with their spacing kept for TRE in mm.
+    """
+    shape = (settings["size"],) * 3
+    if split == "test" and copdgene:
+        from equireg.data.loaders import load_dirlab_copdgene
+        from equireg.data.lung import prepare_lung_ct, resample_points
+
+        arrays: dict[str, list] = {key: [] for key in ("moving", "fixed", "moving_landmarks", "fixed_landmarks",
+                                                        "spacing")}
+        for case in range(1, min(settings["pairs"], 10) + 1):
+            pair = load_dirlab_copdgene(copdgene, case)
+            for side in ("moving", "fixed"):
+                image, spacing = prepare_lung_ct(getattr(pair, side), getattr(pair, f"{side}_mask"), pair.spacing,
+                                                 shape)
+                arrays[side].append(image[None])
+                arrays[f"{side}_landmarks"].append(
+                    resample_points(getattr(pair, f"{side}_landmarks"), getattr(pair, side).shape, shape))
+            arrays["spacing"].append(spacing)
+        stacked = {key: np.stack(value) for key, value in arrays.items()}
+        save_pairs(path, moving_label=(stacked["moving"] > 0).astype(np.float32),
+                   fixed_label=(stacked["fixed"] > 0).astype(np.float32), **stacked)
+        return
     from equireg.data.lung import lung_pair, preprocess_ct
 
     count = settings["train_pairs"] if split == "train" else settings["pairs"]
-    pairs = [lung_pair((DATA_SEEDS[split], k), shape=(settings["size"],) * 3, landmarks=settings["landmarks"])
-             for k in range(count)]
+    pairs = [lung_pair((DATA_SEEDS[split], k), shape=shape, landmarks=settings["landmarks"]) for k in range(count)]
     save_pairs(
         path,
         moving=np.stack([preprocess_ct(p.moving, p.moving_mask) for p in pairs])[:, None].astype(np.float32),
@@ -115,7 +139,7 @@ def build_lung_set(path: PathLike, split: str, settings: dict[str, Any]) -> None
         fixed_label=np.stack([p.fixed_mask for p in pairs])[:, None],
         moving_landmarks=np.stack([p.moving_landmarks for p in pairs]),
         fixed_landmarks=np.stack([p.fixed_landmarks for p in pairs]),
-        spacing=np.asarray(pairs[0].spacing),
+        spacing=np.stack([np.asarray(p.spacing) for p in pairs]),
         coordinates=np.stack([p.coordinates for p in pairs]).astype(np.float32),
     )
 
@@ -218,8 +242,9 @@ def evaluate_lung(method: str, model: PathLike | None, test: PathLike, table: Pa
     for i in range(len(maps)):
         fixed_points, moving_points = pairs["fixed_landmarks"][i], pairs["moving_landmarks"][i]
         phi = _grid_transform(maps[i:i + 1])
-        after = metrics.landmark_errors_mm(phi, fixed_points, moving_points, shape, shape, pairs["spacing"])
-        before = metrics.unregistered_errors_mm(fixed_points, moving_points, pairs["spacing"])
+        spacing = np.broadcast_to(pairs["spacing"], (len(maps), len(shape)))[i]
+        after = metrics.landmark_errors_mm(phi, fixed_points, moving_points, shape, shape, spacing)
+        before = metrics.unregistered_errors_mm(fixed_points, moving_points, spacing)
         rows.append({"pair": i, "mtre_before_mm": float(before.mean()), "mtre_mm": float(after.mean()),
                      "folds_percent": metrics.fold_percentage(maps[i:i + 1])})
     _write_csv(table, pd.DataFrame(rows))

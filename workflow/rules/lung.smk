@@ -12,6 +12,7 @@ rule lung_data:
         ENV
     params:
         lung=LUNG,
+        copdgene=config.get("datasets", {}).get("copdgene"),
     script:
         "../scripts/lung_data.py"
 

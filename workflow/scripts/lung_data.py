@@ -3,4 +3,9 @@
 from equireg import experiments
 
 experiments.setup_job(snakemake.log, snakemake.threads)
-experiments.build_lung_set(snakemake.output[0], split=snakemake.wildcards.split, settings=snakemake.params.lung)
+experiments.build_lung_set(
+    snakemake.output[0],
+    split=snakemake.wildcards.split,
+    settings=snakemake.params.lung,
+    copdgene=snakemake.params.copdgene,
+)

@@ -1,0 +1,34 @@
+"""Library functions behind the workflow rules, on tiny inputs."""
+
+import numpy as np
+import pytest
+from test_data_loaders import random_points, write_dirlab_case
+
+from equireg import experiments
+from equireg.data import loaders
+
+
+def test_copdgene_test_set_keeps_landmarks_and_spacing(tmp_path, monkeypatch):
+    shape, spacing = (12, 20, 16), (2.5, 0.6, 0.6)
+    monkeypatch.setitem(loaders.DIRLAB_COPDGENE, 1, (shape, spacing))
+    for phase in ("iBH", "eBH"):
+        write_dirlab_case(tmp_path / "copd1", f"copd1_{phase}CT.img", shape, random_points(shape), 0,
+                          tmp_path / "copd1" / f"copd1_300_{phase}_xyz_r1.txt")
+    experiments.build_lung_set(tmp_path / "test.npz", "test", {"size": 17, "pairs": 1}, copdgene=tmp_path)
+    pairs = experiments.load_pairs(tmp_path / "test.npz")
+    assert pairs["moving"].shape == (1, 1, 17, 17, 17)
+    assert pairs["fixed_landmarks"].shape == (1, 300, 3)
+    # resampled spacing keeps the physical extent: (N - 1) * spacing is unchanged
+    np.testing.assert_allclose(pairs["spacing"][0] * 16, np.multiply(spacing, np.subtract(shape, 1)))
+    # landmarks scale with the grid: unregistered TRE in mm is the same before and after resampling
+    original = loaders.load_dirlab_copdgene(tmp_path, 1)
+    before = np.linalg.norm((original.fixed_landmarks - original.moving_landmarks) * spacing, axis=1)
+    after = np.linalg.norm((pairs["fixed_landmarks"][0] - pairs["moving_landmarks"][0]) * pairs["spacing"][0], axis=1)
+    np.testing.assert_allclose(after, before, rtol=1e-9)
+
+
+def test_load_pairs_names_a_broken_file(tmp_path):
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ValueError, match="broken.npz"):
+        experiments.load_pairs(broken)
