@@ -43,36 +43,58 @@ def _resize(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return F.interpolate(image, size=tuple(shape), mode=mode, align_corners=True)
 
 
+def _size(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
+def _run_network(net: torch.nn.Module, method: str, moving: torch.Tensor, fixed: torch.Tensor):
+    """``net(moving, fixed)``; a size the architecture cannot take becomes a ValueError."""
+    try:
+        return net(moving, fixed)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"network size {_size(fixed.shape[2:])}: {method} cannot run at this size "
+                         f"({str(error).splitlines()[0]}); pick another --shape") from None
+
+
 def register(args: argparse.Namespace) -> dict[str, Any]:
-    """Register ``--moving`` to ``--fixed``; write the warped image and the ITK displacement field."""
+    """Register ``--moving`` to ``--fixed``; write the warped image and the ITK displacement field.
+
+    Headers, checkpoint, network size and memory are checked before any voxel is read; both
+    outputs appear together or not at all.
+    """
     import SimpleITK as sitk
 
-    from equireg import metrics, transforms
+    from equireg import memory, metrics, transforms
     from equireg.data import io
     from equireg.training import load_model
 
-    fixed_image, moving_image = io.read_image(args.fixed), io.read_image(args.moving)
-    dimension = fixed_image.GetDimension()
-    if moving_image.GetDimension() != dimension:
-        raise ValueError(f"{args.moving}: {moving_image.GetDimension()}-D moving image but "
-                         f"{args.fixed} is {dimension}-D")
+    fixed_shape, moving_shape = io.read_shape(args.fixed), io.read_shape(args.moving)
+    dimension = len(fixed_shape)
+    if len(moving_shape) != dimension:
+        raise ValueError(f"{args.moving}: {len(moving_shape)}-D moving image but {args.fixed} is {dimension}-D")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
     net, info = load_model(args.checkpoint, args.method, dimension, _options(args.option))
+    shape = args.shape or info["input_shape"] or list(fixed_shape)
+    if len(shape) != dimension or min(shape) < 2:
+        raise ValueError(f"--shape {_size(shape)}: expected {dimension} sizes of at least 2 for {dimension}-D images")
+    memory.require(memory.network_bytes(args.method, shape) + memory.pipeline_bytes(fixed_shape)
+                   + memory.image_bytes(moving_shape),
+                   f"{args.fixed}: registering this {_size(fixed_shape)} image with {args.method} at network "
+                   f"size {_size(shape)}", "pass a smaller --shape")
+    fixed_image, moving_image = io.read_image(args.fixed), io.read_image(args.moving)
     fixed, moving = io.to_tensor(fixed_image), io.to_tensor(moving_image)
-    shape = args.shape or info["input_shape"] or list(fixed.shape[2:])
-    if len(shape) != dimension:
-        raise ValueError(f"--shape {shape}: {len(shape)} sizes for {dimension}-D images")
     with torch.no_grad():
-        phi = net(_resize(moving, shape), _resize(fixed, shape))
+        phi = _run_network(net, args.method, _resize(moving, shape), _resize(fixed, shape))
         # phi is defined on [0, 1] coordinates, so it can be sampled at the fixed image's own size.
         coordinate_map = phi.field(fixed.shape[2:])
         warped = transforms.warp(io.to_tensor(moving_image, normalize=False), coordinate_map)
     field = transforms.coordinate_map_to_itk_displacement(coordinate_map, fixed_image, moving_image)
     magnitude = torch.from_numpy(sitk.GetArrayFromImage(field)).norm(dim=-1)
 
-    out = Path(args.out)
     outputs = {"warped": str(out / "warped.nii.gz"), "displacement": str(out / "displacement.nii.gz")}
-    io.write_image(io.from_tensor(warped, fixed_image), outputs["warped"])
-    io.write_image(field, outputs["displacement"])
+    io.write_images({outputs["warped"]: io.from_tensor(warped, fixed_image), outputs["displacement"]: field})
     return {
         "method": args.method,
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
@@ -86,6 +108,7 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
 
 def equivariance(args: argparse.Namespace) -> dict[str, Any]:
     """Translation-equivariance error ([U,U] and [W,U]) of a method on one image pair."""
+    from equireg import memory
     from equireg.data import io
     from equireg.equivariance import equivariance_report
     from equireg.training import load_model
@@ -98,16 +121,36 @@ def equivariance(args: argparse.Namespace) -> dict[str, Any]:
 
         pair = make_pair(generate_vessel_mask(0), shifted=False, seed=0, pool=8, with_map=False)
         moving, fixed = (torch.from_numpy(image)[None, None] for image in (pair.moving, pair.fixed))
+        source, shape = "the generated vessel pair", tuple(fixed.shape[2:])
     else:
-        moving_image, fixed_image = io.read_image(args.moving), io.read_image(args.fixed)
-        if moving_image.GetSize() != fixed_image.GetSize():
-            raise ValueError(f"{args.moving}: size {moving_image.GetSize()} differs from {args.fixed} "
-                             f"{fixed_image.GetSize()}; resample them to one grid first")
-        moving, fixed = io.to_tensor(moving_image), io.to_tensor(fixed_image)
-    dimension = fixed.dim() - 2
+        moving_shape, shape = io.read_shape(args.moving), io.read_shape(args.fixed)
+        if len(moving_shape) != len(shape):
+            raise ValueError(f"{args.moving}: {len(moving_shape)}-D moving image but {args.fixed} is {len(shape)}-D")
+        if moving_shape != shape:
+            raise ValueError(f"{args.moving}: size {_size(moving_shape)} differs from {args.fixed} {_size(shape)}; "
+                             "resample them to one grid first")
+        source = str(args.fixed)
+    dimension = len(shape)
+    shift_moving = args.shift_moving or [args.shift] + [0] * (dimension - 1)
+    shift_fixed = args.shift_fixed or [0] * (dimension - 1) + [args.shift]
+    for name, shift in (("--shift-moving", shift_moving), ("--shift-fixed", shift_fixed)):
+        if len(shift) != dimension:
+            raise ValueError(f"{name} {' '.join(map(str, shift))}: expected {dimension} voxel shifts for "
+                             f"{dimension}-D images")
+    # both images are zero-padded by the largest shift per axis before they meet the network
+    padded = [n + 2 * max(abs(w), abs(u)) for n, w, u in zip(shape, shift_moving, shift_fixed)]
     net, _ = load_model(args.checkpoint, args.method, dimension, _options(args.option))
-    report = equivariance_report(net, moving, fixed, args.shift_moving or [args.shift] + [0] * (dimension - 1),
-                                 args.shift_fixed or [0] * (dimension - 1) + [args.shift])
+    # two forward passes, one after the other; the maps compared are like register's pipeline
+    memory.require(memory.network_bytes(args.method, padded) + memory.pipeline_bytes(padded),
+                   f"{source}: measuring {args.method} on this {_size(shape)} image (padded to {_size(padded)})",
+                   "use smaller images or shifts")
+    if args.moving is not None:
+        moving, fixed = io.to_tensor(io.read_image(args.moving)), io.to_tensor(io.read_image(args.fixed))
+    try:
+        report = equivariance_report(net, moving, fixed, shift_moving, shift_fixed)
+    except RuntimeError as error:
+        raise ValueError(f"{args.method} cannot run at the padded size {_size(padded)} "
+                         f"({str(error).splitlines()[0]}); try other shifts") from None
     return {"method": args.method, "checkpoint": str(args.checkpoint) if args.checkpoint else None, **report}
 
 
@@ -151,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
+        return 2
+    except OSError as error:  # e.g. an unwritable --out
+        print(f"error: {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
     return 0

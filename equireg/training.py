@@ -13,7 +13,8 @@ import csv
 import io
 import os
 import random
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -79,6 +80,37 @@ def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
     write_text(path, buffer.getvalue())
 
 
+def _schedule(stages: list[Stage], steps: int) -> list[tuple[dict[str, Any], int, int]]:
+    """The first ``steps`` steps of a schedule as (stage settings, first step, end step) pieces:
+    everything the weights after ``steps`` steps depend on, besides the data, seed and network."""
+    pieces, start = [], 0
+    for stage in stages:
+        if start >= steps:
+            break
+        if stage.steps > 0:  # a stage's length matters only through the pieces' ends
+            settings = {key: value for key, value in asdict(stage).items() if key != "steps"}
+            pieces.append((settings, start, min(start + stage.steps, steps)))
+        start += stage.steps
+    return pieces
+
+
+def _resumable(state: dict[str, Any], stages: list[Stage], seed: int, fingerprint: str | None) -> str | None:
+    """Why a checkpoint cannot continue this run (``None``: it can)."""
+    step = state["step"]
+    if step > sum(stage.steps for stage in stages):
+        return f"it is at step {step}, past the end of this schedule"
+    if "schedule" not in state:  # written before schedules were recorded: trusted as before
+        return None
+    saved = [(settings, start, end) for settings, start, end in state["schedule"]]
+    if saved != _schedule(stages, step):
+        return "its first steps followed another schedule"
+    if state["seed"] != seed:
+        return f"it was trained with seed {state['seed']}, not {seed}"
+    if state.get("fingerprint") != fingerprint:
+        return "it was trained on other data or settings (fingerprint differs)"
+    return None
+
+
 def train(
     net: nn.Module,
     stages: list[Stage],
@@ -88,28 +120,47 @@ def train(
     seed: int = 0,
     checkpoint_every: int = 100,
     progress: bool = True,
+    fingerprint: str | None = None,
 ) -> list[dict[str, float]]:
     """Train ``net`` through ``stages``; resume from ``directory/checkpoint.pt`` if present.
 
     Writes ``directory/checkpoint.pt`` every ``checkpoint_every`` steps and at the end, and
     ``directory/log.csv`` with every loss term of every step. Returns the log rows.
+
+    A checkpoint is resumed only if it belongs to this run: the same schedule up to its step, the
+    same seed, a state dict that fits ``net`` and the same ``fingerprint`` (an identifier of the
+    data and settings, e.g. a hash, chosen by the caller). Otherwise training starts over, with a
+    warning, rather than silently mixing two runs.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     checkpoint_path = directory / "checkpoint.pt"
+    for stale in (*directory.glob(".checkpoint.*.pt"), *directory.glob(".log.*.csv")):
+        stale.unlink()  # temporaries of a killed run (see files.atomic_path)
     total = sum(stage.steps for stage in stages)
     seed_everything(seed)
     step, rows, optimizer_state = 0, [], None
     if checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
-        net.load_state_dict(state["model"])
-        step, rows, optimizer_state = state["step"], state["log"], state["optimizer"]
-        torch.set_rng_state(state["rng"])
+        initial = {name: tensor.clone() for name, tensor in net.state_dict().items()}
+        reason = _resumable(state, stages, seed, fingerprint)
+        if reason is None:
+            try:
+                net.load_state_dict(state["model"])
+            except RuntimeError as error:
+                net.load_state_dict(initial)
+                reason = f"its weights do not fit this network ({str(error).splitlines()[0]})"
+        if reason is None:
+            step, rows, optimizer_state = state["step"], state["log"], state["optimizer"]
+            torch.set_rng_state(state["rng"])
+        else:
+            warnings.warn(f"{checkpoint_path}: not resumed, training starts over: {reason}", stacklevel=2)
 
     def save() -> None:
         with atomic_path(checkpoint_path) as temporary:
             torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                        "rng": torch.get_rng_state(), "log": rows}, temporary)
+                        "rng": torch.get_rng_state(), "log": rows, "seed": seed, "fingerprint": fingerprint,
+                        "schedule": _schedule(stages, step)}, temporary)
         _write_log(directory / "log.csv", rows)
 
     bar = tqdm(total=total, initial=step, disable=not progress, desc="training", unit="step")
@@ -148,9 +199,14 @@ def train(
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a training checkpoint, with a clear error for a corrupt file."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises several types for truncated/corrupt files
-        raise ValueError(f"{path}: corrupt or unreadable checkpoint ({error.__class__.__name__}: {error})") from None
+        raise ValueError(f"{path}: corrupt or unreadable checkpoint ({error.__class__.__name__}: {error}); "
+                         "delete it to train from scratch") from None
+    missing = {"model", "optimizer", "step", "rng", "log"} - set(state if isinstance(state, dict) else ())
+    if missing:
+        raise ValueError(f"{path}: not a training checkpoint (lacks {sorted(missing)}); delete it to train from scratch")
+    return state
 
 
 # --- the model file: what `equireg register --checkpoint` reads -------------------------------------
@@ -164,6 +220,13 @@ def save_model(path: str | os.PathLike, net: nn.Module, method: str, dimension: 
                     "state_dict": net.state_dict()}, temporary)
 
 
+def _build(method: str, dimension: int, options: dict[str, Any], source: str) -> nn.Module:
+    try:
+        return methods.build(method, dimension, **options)
+    except TypeError as error:  # an option the builder does not take
+        raise ValueError(f"{source}: {method} does not take options {options} ({error})") from None
+
+
 def load_model(path: str | os.PathLike | None, method: str, dimension: int,
                options: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a network from a model file (``None``: freshly initialised, seeded) in eval mode.
@@ -173,21 +236,25 @@ def load_model(path: str | os.PathLike | None, method: str, dimension: int,
     """
     if path is None:
         seed_everything(0)
-        net = methods.build(method, dimension, **(options or {}))
+        net = _build(method, dimension, options or {}, "options")
         return net.eval(), {"method": method, "dimension": dimension, "options": options or {}, "input_shape": None}
     if not Path(path).is_file():
         raise ValueError(f"{path}: no such checkpoint file")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"{path}: corrupt or unreadable checkpoint ({error.__class__.__name__})") from None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+        raise ValueError(f"{path}: corrupt or unreadable checkpoint ({reason})") from None
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path}: not an equireg model file (expected format {MODEL_FORMAT})")
+    missing = {"method", "dimension", "options", "input_shape", "state_dict"} - set(saved)
+    if missing:
+        raise ValueError(f"{path}: incomplete model file (lacks {sorted(missing)})")
     if saved["method"] != method:
         raise ValueError(f"{path}: checkpoint of method {saved['method']!r}, not {method!r}")
     if saved["dimension"] != dimension:
         raise ValueError(f"{path}: checkpoint of a {saved['dimension']}-D network, images are {dimension}-D")
-    net = methods.build(method, dimension, **saved["options"])
+    net = _build(method, dimension, saved["options"], str(path))
     try:
         net.load_state_dict(saved["state_dict"])
     except RuntimeError as error:

@@ -64,30 +64,146 @@ def test_help_lists_subcommands():
     assert result.returncode == 0 and "register" in result.stdout
 
 
-@pytest.mark.parametrize("case", ["missing", "corrupt", "nan", "dimension_mismatch", "bad_checkpoint"])
+def _truncated(path, source, fraction=0.5):
+    data = source.read_bytes()
+    path.write_bytes(data[:int(len(data) * fraction)])
+    return path
+
+
+def _model_file(path, method, dimension=2, **options):
+    from equireg import training
+
+    net, _ = training.load_model(None, method, dimension, options)
+    training.save_model(path, net, method, dimension, options, [24, 24])
+    return path
+
+
+def _bad_register_input(tmp_path, good, case):
+    """(moving, checkpoint, extra arguments, the file or key the error must name, what it must say)."""
+    array = _blob((24, 24), (12, 12))
+    if case == "missing":
+        return tmp_path / "absent.nii.gz", "none", [], "absent.nii.gz", "no such file"
+    if case == "directory":
+        (tmp_path / "folder.nii.gz").mkdir()
+        return tmp_path / "folder.nii.gz", "none", [], "folder.nii.gz", "not a file"
+    if case == "corrupt":
+        moving = tmp_path / "corrupt.nii.gz"
+        moving.write_bytes(good.read_bytes()[:40])
+        return moving, "none", [], "corrupt.nii.gz", ""
+    if case == "truncated_nifti":  # ITK alone reads the missing voxels as zeros, silently
+        return _truncated(tmp_path / "cut.nii.gz", good), "none", [], "cut.nii.gz", "truncated"
+    if case == "truncated_mha":
+        source = tmp_path / "whole.mha"
+        _image(source, array)
+        return _truncated(tmp_path / "cut.mha", source), "none", [], "cut.mha", "voxel data cannot be read"
+    if case in ("nan", "inf", "nan_nifti"):
+        array[3, 4] = np.nan if case != "inf" else np.inf
+        moving = tmp_path / ("bad.nii.gz" if case == "nan_nifti" else "bad.mha")  # ITK reads NaN in NIfTI as 0
+        _image(moving, array)
+        return moving, "none", [], moving.name, "1 voxels are NaN or infinite"
+    if case == "four_d":
+        moving = tmp_path / "series.nii.gz"
+        sitk.WriteImage(sitk.JoinSeries([sitk.GetImageFromArray(_blob((6, 6, 6), (3, 3, 3)))] * 3), str(moving))
+        return moving, "none", [], "series.nii.gz", "4-D image; expected 2-D or 3-D"
+    if case == "one_d":
+        moving = tmp_path / "line.nrrd"
+        moving.write_bytes(b"NRRD0004\ntype: float\ndimension: 1\nsizes: 10\nencoding: raw\nendian: little\n\n"
+                           + np.arange(10, dtype="<f4").tobytes())
+        return moving, "none", [], "line.nrrd", "1-D image; expected 2-D or 3-D"
+    if case == "vector":
+        moving = tmp_path / "field.mha"
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((24, 24, 24, 3), np.float32), isVector=True), str(moving))
+        return moving, "none", [], "field.mha", "3 components per voxel"
+    if case == "dimension_mismatch":
+        moving = tmp_path / "volume.nii.gz"
+        _image(moving, _blob((8, 8, 8), (4, 4, 4)))
+        return moving, "none", [], "volume.nii.gz", "3-D moving image"
+    if case == "garbage_checkpoint":
+        (tmp_path / "model.pt").write_bytes(b"garbage")
+        return good, tmp_path / "model.pt", [], "model.pt", "corrupt"
+    if case == "truncated_checkpoint":
+        whole = _model_file(tmp_path / "whole.pt", "gradicon", levels=1)
+        return good, _truncated(tmp_path / "cut.pt", whole), [], "cut.pt", "corrupt"
+    if case == "other_method_checkpoint":
+        return good, _model_file(tmp_path / "vxm.pt", "voxelmorph"), [], "vxm.pt", "method 'voxelmorph', not 'gradicon'"
+    if case == "unknown_option":
+        return good, "none", ["--option", "level=2"], "options {'level': 2}", "does not take"
+    if case == "bad_shape":
+        return good, "none", ["--shape", "24"], "--shape 24", "expected 2 sizes"
+    if case == "out_is_a_file":
+        (tmp_path / "out").write_text("")
+        return good, "none", [], "--out", "not a directory"
+    raise AssertionError(case)
+
+
+BAD_REGISTER_INPUTS = ["missing", "directory", "corrupt", "truncated_nifti", "truncated_mha", "nan", "inf", "nan_nifti",
+                       "four_d", "one_d", "vector", "dimension_mismatch", "garbage_checkpoint", "truncated_checkpoint",
+                       "other_method_checkpoint", "unknown_option", "bad_shape", "out_is_a_file"]
+
+
+@pytest.mark.parametrize("case", BAD_REGISTER_INPUTS)
 def test_bad_input_is_a_clear_error_without_output(tmp_path, capsys, case):
     good = tmp_path / "good.nii.gz"
     _image(good, _blob((24, 24), (12, 12)))
-    moving, checkpoint = good, "none"
+    moving, checkpoint, extra, names, says = _bad_register_input(tmp_path, good, case)
+    code = main(["register", "--method", "gradicon", "--checkpoint", str(checkpoint), "--moving", str(moving),
+                 "--fixed", str(good), "--out", str(tmp_path / "out"), *extra])
+    error = capsys.readouterr().err
+    print(case, "->", error.strip())
+    assert code == 2
+    assert error.startswith("error: ") and names in error and says in error
+    assert not (tmp_path / "out").is_dir()
+
+
+@pytest.mark.parametrize("case", ["missing", "only_moving", "size_mismatch", "dimension_mismatch", "nan", "shift_count"])
+def test_equivariance_bad_input(tmp_path, capsys, case):
+    good = tmp_path / "good.mha"
+    _image(good, _blob((24, 24), (12, 12)))
+    moving, extra, names, says = str(good), [], None, None
     if case == "missing":
-        moving = tmp_path / "absent.nii.gz"
-    elif case == "corrupt":
-        moving = tmp_path / "corrupt.nii.gz"
-        moving.write_bytes(good.read_bytes()[:40])
+        moving, names, says = str(tmp_path / "absent.mha"), "absent.mha", "no such file"
+    elif case == "size_mismatch":
+        moving, names, says = str(_image_path(tmp_path / "wide.mha", _blob((24, 32), (12, 12)))), "wide.mha", "differs"
+    elif case == "dimension_mismatch":
+        moving = str(_image_path(tmp_path / "cube.mha", _blob((8, 8, 8), (4, 4, 4))))
+        names, says = "cube.mha", "3-D moving image"
     elif case == "nan":
         array = _blob((24, 24), (12, 12))
-        array[3, 4] = np.nan
-        moving = tmp_path / "nan.mha"  # ITK reads NaN in NIfTI as 0
-        _image(moving, array)
-    elif case == "dimension_mismatch":
-        moving = tmp_path / "volume.nii.gz"
-        _image(moving, _blob((8, 8, 8), (4, 4, 4)))
-    elif case == "bad_checkpoint":
-        checkpoint = tmp_path / "model.pt"
-        checkpoint.write_bytes(b"garbage")
-    code = main(["register", "--method", "gradicon", "--checkpoint", str(checkpoint), "--moving", str(moving),
-                 "--fixed", str(good), "--out", str(tmp_path / "out")])
+        array[0, 0] = np.nan
+        moving, names, says = str(_image_path(tmp_path / "nan.mha", array)), "nan.mha", "NaN"
+    elif case == "shift_count":
+        extra, names, says = ["--shift-fixed", "1", "2", "3"], "--shift-fixed 1 2 3", "expected 2 voxel shifts"
+    arguments = ["equivariance", "--method", "gradicon", "--checkpoint", "none", "--option", "levels=1",
+                 "--moving", moving]
+    if case == "only_moving":
+        names, says = "--moving and --fixed", "go together"
+    else:
+        arguments += ["--fixed", str(good)]
+    code = main(arguments + extra)
     error = capsys.readouterr().err
-    assert code == 2
-    assert error.startswith("error: ") and (str(moving) in error or str(checkpoint) in error)
-    assert not (tmp_path / "out").exists()
+    print(case, "->", error.strip())
+    assert code == 2 and error.startswith("error: ") and names in error and says in error
+
+
+def test_failed_write_leaves_no_output(tmp_path, monkeypatch, capsys):
+    """Both outputs appear together or not at all, even if the second write fails."""
+    good = tmp_path / "good.nii.gz"
+    _image(good, _blob((24, 24), (12, 12)))
+    real_write = sitk.WriteImage
+
+    def failing_write(image, path, *args, **kwargs):
+        if ".displacement." in path:
+            raise OSError(28, "No space left on device", path)
+        return real_write(image, path, *args, **kwargs)
+
+    monkeypatch.setattr(sitk, "WriteImage", failing_write)
+    code = main(["register", "--method", "gradicon", "--checkpoint", "none", "--option", "levels=1",
+                 "--moving", str(good), "--fixed", str(good), "--out", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in error
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def _image_path(path, array):
+    _image(path, array)
+    return path

@@ -69,3 +69,7 @@ def test_smoke_preset_runs_end_to_end_and_reproduces(tmp_path):
         assert (first / "figures" / f"{figure}.png").stat().st_size > 1000
         assert (first / "figures" / f"{figure}.pdf").exists()
     assert (first / "claims.md").read_bytes() == (second / "claims.md").read_bytes()
+    report = _snakemake("--report", "report.html", "--config", "preset=smoke", cwd=tmp_path / "first")
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "first" / "report.html").read_text()
+    assert "claims.md" in html and "retina_violin.png" in html

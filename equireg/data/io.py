@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import math
 import os
+import re
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,32 +22,127 @@ class ImageError(ValueError):
     """An input image that cannot be used; the message names the file and what is wrong."""
 
 
+def _itk_reason(error: RuntimeError) -> str:
+    """The informative part of a SimpleITK exception: no source paths, object addresses or prefixes."""
+    lines = [re.sub(r"^(ITK ERROR: \w+\(0x[0-9a-f]+\): |sitk::ERROR: |\[\w+\] )", "", line.strip())
+             for line in str(error).splitlines()
+             # the file exists (checked before): ITK's leftover errno text would only mislead
+             if not line.startswith(("Exception thrown in SimpleITK", "Reason: No such file"))]
+    reason = "; ".join(line for line in lines if line)
+    return reason[:300] or "unreadable"
+
+
+def _expected(dimensions: tuple[int, ...]) -> str:
+    return " or ".join(f"{d}-D" for d in dimensions)
+
+
+def _open(path: Path, dimensions: tuple[int, ...]) -> sitk.ImageFileReader:
+    """A reader whose header has been read and checked (file, format, dimension, channels, size)."""
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a file")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        reason = _itk_reason(error)
+        unsupported = re.search(r"unsupported image dimension of (\d+)", reason)
+        if unsupported:
+            raise ImageError(f"{path}: {unsupported.group(1)}-D image; expected {_expected(dimensions)}") from None
+        raise ImageError(f"{path}: cannot be read as an image ({reason})") from None
+    dimension, components = reader.GetDimension(), reader.GetNumberOfComponents()
+    if dimension not in dimensions:
+        raise ImageError(f"{path}: {dimension}-D image; expected {_expected(dimensions)}")
+    if components > 1 and not (dimension == 2 and components in (2, 3, 4)):
+        raise ImageError(f"{path}: {components} components per voxel (a vector image); expected a scalar image "
+                         "(or a 2-D colour picture)")
+    if min(reader.GetSize()) < 2:
+        raise ImageError(f"{path}: degenerate size {reader.GetSize()}")
+    return reader
+
+
+def read_shape(path: str | os.PathLike, dimensions: tuple[int, ...] = (2, 3)) -> tuple[int, ...]:
+    """The array-axis shape of an image from its header alone, with the checks of :func:`read_image`
+    that need no voxel data."""
+    return tuple(_open(Path(path), dimensions).GetSize()[::-1])
+
+
+# --- NIfTI: ITK reads a truncated file, and NaN or infinite voxels, as zeros without a word ---------
+
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+_CHUNK = 1 << 24  # bytes per read: a multiple of every voxel size
+
+
+def _nifti_layout(header: bytes) -> tuple[int, int, str | None] | None:
+    """(voxel data offset, voxel data bytes, float dtype or None) of a single-file NIfTI-1 header
+    (ITK reads no NIfTI-2)."""
+    if len(header) < 348 or header[344:348] != b"n+1\0":
+        return None
+    order = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
+    dims = struct.unpack(order + "8h", header[40:56])
+    datatype, bitpix = struct.unpack(order + "2h", header[70:74])
+    offset = max(348, int(struct.unpack(order + "f", header[108:112])[0]))
+    count = math.prod(max(1, d) for d in dims[1:1 + min(max(dims[0], 0), 7)])
+    return offset, count * bitpix // 8, order + _NIFTI_FLOATS[datatype] if datatype in _NIFTI_FLOATS else None
+
+
+def _check_nifti(path: Path) -> None:
+    """Raise :class:`ImageError` for a truncated NIfTI file or non-finite float voxels in one."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as stream:
+            header = stream.read(348)
+            layout = _nifti_layout(header)
+            if layout is None:  # a header/image pair or another format: ITK's own checks apply
+                return
+            offset, expected, dtype = layout
+            stream.seek(offset)
+            got, bad = 0, 0
+            while got < expected:
+                block = stream.read(min(_CHUNK, expected - got))
+                if not block:
+                    break
+                if dtype:  # a short last block (truncated file) may end inside a voxel
+                    whole = len(block) - len(block) % np.dtype(dtype).itemsize
+                    bad += int(np.count_nonzero(~np.isfinite(np.frombuffer(block[:whole], dtype))))
+                got += len(block)
+            while stream.read(_CHUNK):  # to the end, so gzip verifies its checksum
+                pass
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ImageError(f"{path}: truncated or corrupt compressed data ({error})") from None
+    if got < expected:
+        raise ImageError(f"{path}: truncated: the header describes {expected} bytes of voxel data, "
+                         f"the file holds {got}")
+    if bad:
+        raise ImageError(f"{path}: {bad} voxels are NaN or infinite")
+
+
 def read_image(path: str | os.PathLike, dimensions: tuple[int, ...] = (2, 3)) -> sitk.Image:
     """Read a scalar image (.nii.gz, .mha, .nrrd, .png, ...) and check it is usable.
 
-    Multi-channel 2-D images (RGB PNG) are converted to grey by averaging the channels.
-    Raises :class:`ImageError` for a missing, unreadable, wrongly-dimensioned or non-finite image.
+    2-D colour pictures (RGB, RGBA, grey + alpha) become grey: the mean of the colour channels.
+    Raises :class:`ImageError` for a missing, unreadable, truncated, wrongly-dimensioned, vector-valued
+    or non-finite image.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
+    reader = _open(path, dimensions)
+    if re.search(r"\.nii(\.gz)?$", path.name, re.IGNORECASE):
+        _check_nifti(path)
     try:
-        image = sitk.ReadImage(str(path))
+        image = reader.Execute()
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unreadable"
-        raise ImageError(f"{path}: cannot be read as an image ({first_line})") from None
-    if image.GetNumberOfComponentsPerPixel() > 1:
-        channels = [sitk.VectorIndexSelectionCast(image, i, sitk.sitkFloat32)
-                    for i in range(image.GetNumberOfComponentsPerPixel())]
-        grey = channels[0]
-        for channel in channels[1:]:
-            grey = grey + channel
-        image = grey / float(len(channels))
-    if image.GetDimension() not in dimensions:
-        raise ImageError(f"{path}: {image.GetDimension()}-D image; expected "
-                         f"{' or '.join(f'{d}-D' for d in dimensions)}")
-    if min(image.GetSize()) < 2:
-        raise ImageError(f"{path}: degenerate size {image.GetSize()}")
+        raise ImageError(f"{path}: the header describes a {'x'.join(map(str, reader.GetSize()))} image but its "
+                         f"voxel data cannot be read; truncated or corrupt? ({_itk_reason(error)})") from None
+    components = image.GetNumberOfComponentsPerPixel()
+    if components > 1:
+        count = components - 1 if components in (2, 4) else components  # the last of 2 or 4 is alpha
+        colours = [sitk.VectorIndexSelectionCast(image, i, sitk.sitkFloat32) for i in range(count)]
+        grey = colours[0]
+        for colour in colours[1:]:
+            grey = grey + colour
+        image = grey / float(len(colours))
     array = sitk.GetArrayViewFromImage(image)
     if not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
@@ -69,3 +170,11 @@ def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
     """Write atomically: readers never see a half-written file."""
     with atomic_path(path) as temporary:
         sitk.WriteImage(image, str(temporary), useCompression=True)
+
+
+def write_images(images: dict[str | os.PathLike, sitk.Image]) -> None:
+    """Write several images as one: after a failure none of them has appeared."""
+    with contextlib.ExitStack() as stack:
+        temporaries = {stack.enter_context(atomic_path(path)): image for path, image in images.items()}
+        for temporary, image in temporaries.items():
+            sitk.WriteImage(image, str(temporary), useCompression=True)

@@ -127,7 +127,9 @@ def read_dirlab_landmarks(path: str | Path, count: int | None = 300,
         raise ValueError(f"{path}: coordinates below 1, but DIR-Lab landmarks are one-based")
     points = points[:, ::-1] - 1.0
     if shape is not None and np.any(points > np.asarray(shape) - 1):
-        raise ValueError(f"{path}: landmarks outside an image of shape {tuple(shape)}")
+        outside = np.flatnonzero(np.any(points > np.asarray(shape) - 1, axis=1))
+        raise ValueError(f"{path}: {len(outside)} landmarks outside an image of shape {tuple(shape)} (z, y, x), "
+                         f"the first in row {outside[0] + 1}")
     return np.ascontiguousarray(points)
 
 
@@ -223,7 +225,9 @@ def read_nlst_keypoints(path: str | Path, shape: Sequence[int] | None = None) ->
         raise ValueError(f"{path}: expected 3 columns (x, y, z), got {points.shape[1]}")
     points = np.ascontiguousarray(points[:, ::-1])
     if shape is not None and (points.min() < 0 or np.any(points > np.asarray(shape) - 1)):
-        raise ValueError(f"{path}: keypoints outside an image of shape {tuple(shape)}")
+        outside = np.flatnonzero(np.any((points < 0) | (points > np.asarray(shape) - 1), axis=1))
+        raise ValueError(f"{path}: {len(outside)} keypoints outside an image of shape {tuple(shape)} (z, y, x), "
+                         f"the first in row {outside[0] + 1}")
     return points
 
 
