@@ -8,6 +8,7 @@ for lung, ``fixed_landmarks`` / ``moving_landmarks`` (``[N, K, D]`` voxels, arra
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -80,10 +81,10 @@ def retina_masks(split: str, settings: dict[str, Any], drive: PathLike | None = 
         return [retina.skimage_retina_vessels()]
     count = settings["train_images"] if split == "train" else settings["test_images"]
     if drive:
-        from equireg.data import loaders
+        from equireg.data.loaders import drive_vessel_masks
 
-        masks = [sample.label for sample in loaders.load_drive(drive)]
-        # the paper's split: first images for testing, the next ones for training
+        masks = drive_vessel_masks(drive, "training")
+        # the paper's split of DRIVE's 20 training images: the first for testing, the next for training
         test = masks[:settings["test_images"]]
         train = masks[settings["test_images"]:settings["test_images"] + settings["train_images"]]
         return train if split == "train" else test
@@ -164,8 +165,12 @@ def train_method(
 
     net = methods.build(method, dimension, **settings["options"])
     stages = [training.Stage.from_config(stage) for stage in settings["stages"]]
+    # a checkpoint resumes only for the same data and settings
+    fingerprint = hashlib.sha256(Path(data).read_bytes() + json.dumps(
+        [method, settings["options"], batch_size], sort_keys=True).encode()).hexdigest()
     training.train(net, stages, PairBatches(pairs["moving"], pairs["fixed"], batch_size, seed), checkpoints, seed=seed,
-                   checkpoint_every=max(1, min(100, sum(s.steps for s in stages) // 10)), progress=progress)
+                   checkpoint_every=max(1, min(100, sum(s.steps for s in stages) // 10)), progress=progress,
+                   fingerprint=fingerprint)
     training.save_model(model, net, method, dimension, settings["options"], list(pairs["moving"].shape[2:]))
 
 

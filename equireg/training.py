@@ -243,7 +243,11 @@ def load_model(path: str | os.PathLike | None, method: str, dimension: int,
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+        text = str(error).strip()
+        if text.startswith("Weights only load failed"):  # torch's advice to unpickle anything does not apply
+            reason = "not a PyTorch file of tensors"
+        else:
+            reason = text.split(". ")[0].splitlines()[0] if text else error.__class__.__name__
         raise ValueError(f"{path}: corrupt or unreadable checkpoint ({reason})") from None
     if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path}: not an equireg model file (expected format {MODEL_FORMAT})")

@@ -3,7 +3,7 @@ GradientICON / GradientICONSparse on the same tree (loss terms, gradients, warpe
 
 import pytest
 import torch
-from parity import assert_gradients_match
+from helpers import assert_gradients_match
 
 from baselines import gradicon
 from equireg import methods

@@ -5,7 +5,7 @@ The GradICON parity with upstream on full network trees lives in test_gradicon.p
 
 import pytest
 import torch
-from parity import assert_gradients_match
+from helpers import assert_gradients_match
 
 from equireg import methods
 from equireg.losses import (

@@ -1,12 +1,12 @@
 """The Snakemake workflow: every preset plans, lint and format pass, bad configs fail early, and the
 smoke preset runs end to end twice with byte-identical tables."""
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -43,19 +43,11 @@ def test_bad_config_fails_before_any_job(override, message):
     assert message in result.stdout + result.stderr
 
 
-def _copy_workflow(destination: Path) -> Path:
-    destination.mkdir(parents=True)
-    for name in ("Snakefile", "config", "workflow", "profiles"):
-        source = ROOT / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, destination / name)
-    return destination
-
-
 @pytest.mark.slow
 def test_smoke_preset_runs_end_to_end_and_reproduces(tmp_path):
     outputs = []
     for run in ("first", "second"):
-        directory = _copy_workflow(tmp_path / run)
+        directory = copy_workflow(tmp_path / run)
         result = _snakemake("--cores", "2", "--config", "preset=smoke", cwd=directory, timeout=900)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
         outputs.append(directory / "results" / "smoke")

@@ -10,6 +10,9 @@ if PRESET not in config["presets"]:
         f"known: {', '.join(sorted(config['presets']))}"
     )
 PRESET_CONFIG = config["presets"][PRESET]
+for key, path in config.get("datasets", {}).items():
+    if path and not os.path.isdir(path):
+        raise WorkflowError(f"config key 'datasets.{key}': {path!r} is not a directory")
 RESULTS = f"results/{PRESET}"
 RETINA = PRESET_CONFIG["retina"]
 LUNG = PRESET_CONFIG["lung"]

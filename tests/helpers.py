@@ -1,4 +1,9 @@
-"""Shared checks of the parity tests against upstream packages."""
+"""Helpers shared by several test files."""
+
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def assert_gradients_match(ours, upstream, rtol=1e-5):
@@ -13,3 +18,12 @@ def assert_gradients_match(ours, upstream, rtol=1e-5):
             continue
         error = (grad - expected).norm()
         assert error <= rtol * expected.norm(), f"{name}: relative error {error / expected.norm():.2e}"
+
+
+def copy_workflow(destination: Path) -> Path:
+    """A copy of the workflow (Snakefile, config, rules, profiles) to run Snakemake in."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "config", "workflow", "profiles"):
+        source = ROOT / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, destination / name)
+    return destination
