@@ -50,7 +50,7 @@ def retina_violin(directory: Path) -> plt.Figure:
                    density_norm="width", inner="quartile", ax=axis)
     axis.set(xlabel="train → test", ylabel="Dice", ylim=(0, 1))
     axis.tick_params(axis="x", rotation=20)
-    axis.legend(loc="lower left", fontsize="small", ncols=2)
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", title="method")
     return figure
 
 
