@@ -72,8 +72,8 @@ def claim_landscape(landscape: pd.DataFrame) -> Claim:
     width = landscape.set_index("transform")["basin_width"]
     return Claim(
         "The loss basin of TwoStep{translation, network} is much wider than that of the translation alone",
-        f"width of the gradient-coherent basin around the minimum (in [0,1] units of t): "
-        f"TwoStep >= {BASIN_RATIO} x translation",
+        f"width of the basin around the minimum where the loss stays below half depth (midpoint of its "
+        f"minimum and median; t in [0,1] units): TwoStep >= {BASIN_RATIO} x translation",
         f"translation {width['translation']:.3f}, TwoStep {width['twostep']:.3f}",
         bool(width["twostep"] >= BASIN_RATIO * width["translation"]))
 

@@ -70,7 +70,7 @@ def landscape(directory: Path) -> plt.Figure:
     """Loss and dL/dt of a translation alone and of TwoStep{translation, network}."""
     curve = pd.read_csv(directory.parent / "landscape" / "landscape.csv")
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
-    for name, label in (("translation", "translation 𝒯"), ("twostep", "TwoStep{𝒯, Φ}")):
+    for name, label in (("translation", "translation T"), ("twostep", "TwoStep{T, Φ}")):
         top.plot(curve.t, curve[f"loss_{name}"], label=label)
         bottom.plot(curve.t, curve[f"grad_{name}"], label=label)
     top.set(ylabel="similarity loss")

@@ -49,23 +49,26 @@ def loss_curve(
                 phi = shift @ net(shifted, fixed)
             loss = similarity(warp(moving, phi(identity)), fixed)
             (gradient,) = torch.autograd.grad(loss, t)
-            row[f"loss_{name}"] = float(loss)
+            row[f"loss_{name}"] = float(loss.detach())
             row[f"grad_{name}"] = float(gradient)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def basin_width(t: np.ndarray, loss: np.ndarray, gradient: np.ndarray) -> float:
-    """Width of the interval around the minimiser on which gradient descent on ``t`` heads for it.
+def basin_width(t: np.ndarray, loss: np.ndarray) -> float:
+    """Width of the basin around the sampled minimum: the interval on which the loss stays below
+    the midpoint between its minimum and its median over all ``t`` (half depth).
 
-    Starting at the sampled minimum, the interval grows while the gradient keeps the sign that
-    points back to the minimum (negative on the left, positive on the right).
+    The loss, not its sampled gradient, decides: with bilinear interpolation the gradient of a
+    translation oscillates at the pixel scale, and a grid of ``t`` that does not fall on pixels
+    aliases that oscillation into slow, misleading swings.
     """
     best = int(np.argmin(loss))
+    level = (loss[best] + np.median(loss)) / 2
     left = best
-    while left > 0 and gradient[left - 1] < 0:
+    while left > 0 and loss[left - 1] < level:
         left -= 1
     right = best
-    while right < len(t) - 1 and gradient[right + 1] > 0:
+    while right < len(t) - 1 and loss[right + 1] < level:
         right += 1
     return float(t[right] - t[left])

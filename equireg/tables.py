@@ -85,15 +85,15 @@ def toy1d(path: str) -> pd.DataFrame:
 
 
 def landscape(path: str) -> pd.DataFrame:
-    """Per curve: the lowest loss, where it lies, and the width of the gradient-coherent basin."""
+    """Per curve: the lowest loss, where it lies, its median, and the width of the half-depth basin."""
     curve = pd.read_csv(path)
     rows = []
     for name in ("translation", "twostep"):
-        loss, gradient = curve[f"loss_{name}"].to_numpy(), curve[f"grad_{name}"].to_numpy()
+        loss = curve[f"loss_{name}"].to_numpy()
         rows.append({"transform": name, "min_loss": float(loss.min()),
                      "argmin_t": float(curve["t"].iloc[int(loss.argmin())]),
-                     "loss_at_edges": float((loss[0] + loss[-1]) / 2),
-                     "basin_width": basin_width(curve["t"].to_numpy(), loss, gradient)})
+                     "median_loss": float(np.median(loss)),
+                     "basin_width": basin_width(curve["t"].to_numpy(), loss)})
     return pd.DataFrame(rows)
 
 

@@ -1,0 +1,71 @@
+"""Landscape basin width, tables and claims on synthetic inputs."""
+
+import numpy as np
+import pandas as pd
+import torch
+
+from equireg import claims, tables
+from equireg.landscape import basin_width, loss_curve
+from equireg.losses import SSD
+from equireg.wrappers import DisplacementField
+
+
+def test_basin_width_is_the_half_depth_interval():
+    t = np.linspace(-0.5, 0.5, 101)
+    narrow = 1 - np.exp(-(t / 0.02) ** 2)
+    wide = 1 - np.exp(-(t / 0.2) ** 2)
+    assert basin_width(t, narrow) < 0.06
+    assert basin_width(t, wide) > 0.25
+
+
+class _Zero(torch.nn.Module):
+    def forward(self, moving, fixed):
+        return torch.zeros(moving.shape[0], 2, *moving.shape[2:])
+
+
+def test_loss_curve_gradient_matches_finite_differences():
+    torch.manual_seed(0)
+    fixed = torch.nn.functional.avg_pool2d(torch.rand(1, 1, 32, 24), 5, 1, 2)
+    moving = torch.roll(fixed, 3, dims=2)
+    curve = loss_curve(DisplacementField(_Zero()), moving, fixed, np.array([-0.1, -0.1 + 1e-3, 0.05]), SSD())
+    finite = (curve.loss_translation[1] - curve.loss_translation[0]) / 1e-3
+    assert abs(curve.grad_translation[0] - finite) < 0.05 * abs(finite) + 1e-4
+    # a network that returns the identity leaves TwoStep equal to the translation alone
+    np.testing.assert_allclose(curve.loss_twostep, curve.loss_translation, atol=1e-6)
+
+
+def _tables(directory, carl_shift_dice=0.50, twostep_width=0.3):
+    retina = pd.DataFrame([
+        {"method": m, "train_condition": "none", "test_set": "test", "test_condition": c, "dice": d,
+         "dice_std": 0.0, "dice_before": b, "folds_percent": 0.0, "pairs": 4}
+        for m, c, d, b in [("gradicon", "none", 0.70, 0.3), ("gradicon", "shift", 0.20, 0.1),
+                           ("carl", "none", 0.52, 0.3), ("carl", "shift", carl_shift_dice, 0.1)]])
+    tables.write_table(retina, directory, "retina")
+    tables.write_table(pd.DataFrame([{"transform": "translation", "basin_width": 0.08},
+                                     {"transform": "twostep", "basin_width": twostep_width}]), directory, "landscape")
+    tables.write_table(pd.DataFrame([{"max_error": 0.001, "points": 10}]), directory, "toy1d")
+    tables.write_table(pd.DataFrame([
+        {"method": m, "case": c, "median_error_vox": v, "p95_error_vox": v}
+        for m, c, v in [("carl", "[U,U]", 0.2), ("carl", "[W,U]", 0.3), ("gradicon", "[U,U]", 0.5),
+                        ("gradicon", "[W,U]", 16.0)]]), directory, "equivariance")
+    tables.write_table(pd.DataFrame([{"method": "gradicon", "mtre_mm": 2.0, "mtre_before_mm": 5.0,
+                                      "folds_percent": 0.0, "pairs": 1}]), directory, "lung")
+
+
+def test_claims_pass_and_fail_on_the_numbers(tmp_path):
+    _tables(tmp_path)
+    assert [c.passed for c in claims.check_all(tmp_path)] == [True] * 6
+    _tables(tmp_path, carl_shift_dice=0.30, twostep_width=0.1)
+    results = [c.passed for c in claims.check_all(tmp_path)]
+    assert results == [True, False, False, True, True, True]
+    text = claims.render(claims.check_all(tmp_path))
+    assert text.count("FAIL") == 2 and "| 3 |" in text
+
+
+def test_missing_rows_make_a_claim_fail_not_vanish(tmp_path):
+    _tables(tmp_path)
+    tables.write_table(pd.DataFrame([{"method": "x", "train_condition": "none", "test_set": "test",
+                                      "test_condition": "none", "dice": 1.0, "dice_std": 0.0, "dice_before": 0.0,
+                                      "folds_percent": 0.0, "pairs": 1}]), tmp_path, "retina")
+    first = claims.check_all(tmp_path)[0]
+    assert not first.passed and "not measured" in first.measured
