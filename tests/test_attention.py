@@ -57,9 +57,18 @@ def test_chunked_attention_float32_and_constant_values():
     assert query.grad is not None and torch.isfinite(query.grad).all()
 
 
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    """The kernel blocks one batch element at a time single-threaded, the whole batch otherwise."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("scale", [4.0, 100.0])
-def test_float32_kernel_is_as_accurate_as_float32_dense(scale):
-    """The fast path (exp2 of log2(e)-scaled logits, per-batch blocks, rank-(c+1) dS) in float32
+def test_float32_kernel_is_as_accurate_as_float32_dense(scale, threads):
+    """The fast path (exp2 of log2(e)-scaled logits, blocks by thread count, rank-(c+1) dS) in float32
     is within float32 round-off of the float64 reference: output and gradients within 3× the
     error of the plain dense computation in float32 (the backward's δ = rowsum(dO ∘ O), as
     FlashAttention's, cancels differently from autograd's, up to ~2.5× with sharp attention)."""

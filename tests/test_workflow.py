@@ -18,7 +18,7 @@ def _snakemake(*args, cwd=ROOT, timeout=600):
 
 @pytest.mark.parametrize("preset", ["smoke", "default", "paper"])
 def test_every_preset_plans(preset):
-    result = _snakemake("-n", "--cores", "2", "--config", f"preset={preset}")
+    result = _snakemake("-n", "--forceall", "--cores", "2", "--config", f"preset={preset}")
     assert result.returncode == 0, result.stdout + result.stderr
     for job in ("train_retina", "evaluate_retina", "equivariance", "landscape", "toy1d", "evaluate_lung", "claims"):
         assert job in result.stdout
@@ -35,7 +35,7 @@ def test_lint_and_format():
 
 @pytest.mark.parametrize("override,message", [
     ("preset=nope", "unknown preset 'nope'"),
-    ("presets={'smoke':{'seeds':[0]}}", "required"),
+    ("presets={'smoke':{'retina':{'pooll':8}}}", "'pooll' was unexpected"),
 ])
 def test_bad_config_fails_before_any_job(override, message):
     result = _snakemake("-n", "--cores", "1", "--config", override)
