@@ -276,7 +276,7 @@ def write_json(path: PathLike, value: Any) -> None:
 def shift_sweep(method: str, model: PathLike | None, table: PathLike, settings: dict[str, Any],
                 sweep: dict[str, Any], retina: dict[str, Any]) -> None:
     """Dice against the vertical shift of the fixed image, on warped test masks."""
-    from equireg.data.perturb import shift_sweep_pairs
+    from equireg.data.perturb import PairSet, shift_sweep_pairs
 
     net = load_network(method, model, 2, settings)
     masks = retina_masks("test", retina)
@@ -285,8 +285,7 @@ def shift_sweep(method: str, model: PathLike | None, table: PathLike, settings: 
         mask = masks[k % len(masks)]
         pairs = shift_sweep_pairs(mask, [(s, 0) for s in sweep["shifts"]], seed=(DATA_SEEDS["sweep"], k),
                                   pool=retina["pool"], with_map=False)
-        stacked = {name: np.stack([getattr(p, name) for p in pairs])[:, None]
-                   for name in ("moving", "fixed", "moving_label", "fixed_label")}
+        stacked = PairSet.stack(pairs).arrays()
         maps = register_pairs(net, stacked["moving"], stacked["fixed"])
         for shift, row in zip(sweep["shifts"], _dice_rows(stacked, maps)):
             rows.append({"shift_px": shift / retina["pool"], "pair": k, "dice_before": row["dice_before"],

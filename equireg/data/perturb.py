@@ -72,6 +72,13 @@ class PairSet:
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     @classmethod
+    def stack(cls, pairs: Sequence[Pair]) -> "PairSet":
+        """Stack pairs into ``[N, 1, rows, cols]`` arrays (maps kept only if every pair has one)."""
+        coordinates = None if any(p.coordinates is None for p in pairs) else np.stack([p.coordinates for p in pairs])
+        return cls(*[np.stack([getattr(p, name) for p in pairs])[:, None]
+                     for name in ("moving", "fixed", "moving_label", "fixed_label")], coordinates)
+
+    @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "PairSet":
         return cls(arrays["moving"], arrays["fixed"], arrays["moving_label"], arrays["fixed_label"],
                    arrays.get("coordinates"))
@@ -272,6 +279,4 @@ def retina_dataset(
     images = list(masks) + ([np.flipud(m) for m in masks] if flip else [])
     pairs = [make_pair(images[k % len(images)], shift=shift, scaled=scaled, seed=(seed, k), pool=pool,
                        with_map=with_map, **options) for k in range(warps_per_image * len(images))]
-    coordinates = None if pairs[0].coordinates is None else np.stack([p.coordinates for p in pairs])
-    return PairSet(*[np.stack([getattr(p, name) for p in pairs])[:, None]
-                     for name in ("moving", "fixed", "moving_label", "fixed_label")], coordinates)
+    return PairSet.stack(pairs)
