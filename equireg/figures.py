@@ -13,11 +13,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from equireg import tables  # noqa: E402
+from equireg.data.datasets import load_arrays  # noqa: E402
 from equireg.files import atomic_path  # noqa: E402
 
 CONDITION_NAMES = {"none": "not shifted", "shift": "shifted", "shift_scale": "shifted+scaled"}
@@ -95,8 +95,8 @@ def toy1d(directory: Path) -> plt.Figure:
 def _qualitative(examples: Sequence[str], methods: Sequence[str], prefix: str) -> plt.Figure:
     figure, axes = plt.subplots(len(examples), 4, figsize=(8, 2.1 * len(examples)), squeeze=False)
     for row, (method, path) in enumerate(zip(methods, examples)):
-        with np.load(path) as data:
-            fixed, moving, warped = (data[f"{prefix}{key}"] for key in ("fixed", "moving", "warped"))
+        data = load_arrays(path)
+        fixed, moving, warped = (data[f"{prefix}{key}"] for key in ("fixed", "moving", "warped"))
         for col, (title, image) in enumerate((("fixed", fixed), ("moving", moving), ("warped moving", warped),
                                               ("difference", warped - fixed))):
             axis = axes[row, col]
@@ -123,15 +123,11 @@ def qualitative_lung(examples: Sequence[str]) -> plt.Figure:
 
 
 def vessel_masks(train: str) -> plt.Figure:
-    """A few generated training vessel maps (moving images of the not-shifted training set)."""
-    with np.load(train) as data:
-        images = data["moving"][:: max(1, len(data["moving"]) // 4)][:4, 0]
-    figure, axes = plt.subplots(1, len(images), figsize=(3 * len(images), 3.6), squeeze=False)
-    for axis, image in zip(axes[0], images):
-        axis.imshow(image, vmin=0, vmax=1)
-        axis.set_xticks([])
-        axis.set_yticks([])
-    return figure
+    """Four generated training vessel maps (the first moving images of the not-shifted training set:
+    pair k uses image k modulo the number of images, so these are four different trees)."""
+    from equireg.data.retina import plot_vessel_masks
+
+    return plot_vessel_masks(list(load_arrays(train)["moving"][:4, 0]))
 
 
 def draw(name: str, directory: str | Path, png: str | Path, pdf: str | Path, *, retina_examples: Sequence[str],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -247,11 +246,8 @@ def vessel_statistics(mask: np.ndarray) -> dict[str, float]:
     }
 
 
-def plot_vessel_masks(masks: Sequence[np.ndarray], path: str | Path, titles: Sequence[str] | None = None) -> None:
-    """Save a row of vessel masks as one figure (PNG/PDF by extension)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def plot_vessel_masks(masks: Sequence[np.ndarray], titles: Sequence[str] | None = None):
+    """A row of vessel masks as one matplotlib Figure."""
     import matplotlib.pyplot as plt
 
     count = len(masks)
@@ -264,5 +260,4 @@ def plot_vessel_masks(masks: Sequence[np.ndarray], path: str | Path, titles: Seq
             ax.set_title(titles[k], fontsize=9)
         ax.axis("off")
     figure.tight_layout()
-    figure.savefig(path, dpi=150)
-    plt.close(figure)
+    return figure
