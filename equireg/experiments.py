@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -316,23 +315,19 @@ def equivariance(method: str, model: PathLike | None, test: PathLike, path: Path
                       "pairs": len(reports), **summary})
 
 
-def landscape(train: PathLike, table: PathLike, *, seed: int, train_steps: int, points: int) -> None:
-    """Train a single-step U-Net briefly, then record the loss landscape of a translation with and
-    without it (SSD, on the first four training pairs)."""
-    from equireg.landscape import loss_curve
+def landscape(train: PathLike, model: PathLike, table: PathLike, *, method: str, settings: dict[str, Any],
+              stride: int) -> None:
+    """The loss landscape of a translation with and without a trained network ``Phi`` (``method``'s
+    model trained on not-shifted pairs), SSD, on the first four training pairs, at every
+    ``stride``-th mid-pixel translation along the rows."""
+    from equireg.landscape import loss_curve, mid_pixel_offsets
     from equireg.losses import SSD
-    from equireg.unet import TallUNet2
-    from equireg.wrappers import DisplacementField
 
+    net = load_network(method, model, 2, settings)
     pairs = load_pairs(train)
-    training.seed_everything(seed)
-    net = DisplacementField(TallUNet2(2))
-    stage = training.Stage("diffusion", train_steps, 1e-3, 1.5)
-    with tempfile.TemporaryDirectory(prefix="equireg-landscape-") as scratch:
-        training.train(net, [stage], PairBatches(pairs["moving"], pairs["fixed"], 4, seed), scratch, seed=seed, progress=False)
     moving = torch.from_numpy(pairs["moving"][:4])
     fixed = torch.from_numpy(pairs["fixed"][:4])
-    curve = loss_curve(net, moving, fixed, np.linspace(-0.5, 0.5, points), SSD())
+    curve = loss_curve(net, moving, fixed, mid_pixel_offsets(moving.shape[2], stride), SSD())
     _write_csv(table, curve)
 
 

@@ -5,7 +5,7 @@ import pandas as pd
 import torch
 
 from equireg import claims, tables
-from equireg.landscape import basin_width, loss_curve
+from equireg.landscape import basin_width, loss_curve, mid_pixel_offsets
 from equireg.losses import SSD
 from equireg.wrappers import DisplacementField
 
@@ -32,6 +32,28 @@ def test_loss_curve_gradient_matches_finite_differences():
     assert abs(curve.grad_translation[0] - finite) < 0.05 * abs(finite) + 1e-4
     # a network that returns the identity leaves TwoStep equal to the translation alone
     np.testing.assert_allclose(curve.loss_twostep, curve.loss_translation, atol=1e-6)
+
+
+def test_mid_pixel_offsets_sample_the_slope_between_pixels():
+    size = 32
+    offsets = mid_pixel_offsets(size)
+    phase = offsets * (size - 1) - 0.5
+    np.testing.assert_allclose(phase, np.round(phase), atol=1e-9)
+    assert offsets.min() >= -0.5 and offsets.max() <= 0.5 and len(offsets) == size
+    assert len(mid_pixel_offsets(size, stride=4)) == size // 4
+
+    # bilinear SSD is quadratic in t within a pixel, so its derivative at mid-pixel is the secant
+    # between the two neighbouring whole-pixel translations (an off-phase grid would not be)
+    torch.manual_seed(0)
+    fixed = torch.rand(1, 1, size, 20)
+    moving = torch.roll(fixed, 2, dims=2)
+    spacing = 1 / (size - 1)
+    chosen = offsets[[10, 17]]
+    nodes = np.concatenate([chosen - spacing / 2, chosen + spacing / 2])
+    curve = loss_curve(DisplacementField(_Zero()), moving, fixed, np.concatenate([chosen, nodes]), SSD())
+    loss = curve.loss_translation.to_numpy()
+    secant = (loss[4:6] - loss[2:4]) / spacing
+    np.testing.assert_allclose(curve.grad_translation[:2], secant, rtol=1e-3, atol=1e-6)
 
 
 def _tables(directory, carl_shift_dice=0.50, twostep_width=0.3):

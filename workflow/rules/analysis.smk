@@ -39,7 +39,8 @@ rule equivariance:
 
 rule landscape:
     input:
-        f"{RESULTS}/data/retina/train_none.npz",
+        pairs=f"{RESULTS}/data/retina/train_none.npz",
+        model=f"{RESULTS}/models/retina/{LANDSCAPE['method']}/none/seed{SEEDS[0]}.pt",
     output:
         f"{RESULTS}/landscape/landscape.csv",
     log:
@@ -50,8 +51,9 @@ rule landscape:
         ENV
     threads: 1
     params:
-        landscape=PRESET_CONFIG["landscape"],
-        seed=SEEDS[0],
+        method=LANDSCAPE["method"],
+        stride=LANDSCAPE["stride"],
+        settings=method_settings(LANDSCAPE["method"]),
     script:
         "../scripts/landscape.py"
 

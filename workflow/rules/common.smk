@@ -28,6 +28,18 @@ TRAINED = {
 }
 
 
+LANDSCAPE = PRESET_CONFIG["landscape"]
+if (LANDSCAPE["method"], "none") not in [
+    (m, c)
+    for m in RETINA["methods"] + RETINA["ablations"]
+    for c in RETINA["train_conditions"] + RETINA["ablation_train_conditions"]
+]:
+    raise WorkflowError(
+        f"config key 'presets.{PRESET}.landscape.method': {LANDSCAPE['method']!r} is not "
+        "a retina method or ablation trained on the 'none' condition"
+    )
+
+
 def method_settings(method, section=None):
     """Builder options and training stages of a method (lung may override retina's)."""
     table = (section or {}).get("training", PRESET_CONFIG["training"])
