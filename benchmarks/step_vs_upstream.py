@@ -8,8 +8,10 @@
 * VoxelMorph (VxmDense, MSE, λ=0.01): ``baselines.voxelmorph`` against voxelmorph 0.2,
   with identical weights;
 
-alternating ours and theirs run by run so that a change of load hits both, and prints the
-medians and ``ratio`` = ours / upstream (below 1: we are faster). Needs the ``peers`` extra.
+each a whole training step (loss, backward, the optimiser each library trains with: our fused
+Adam, upstream scripts' ``torch.optim.Adam``), alternating ours and theirs run by run so that a
+change of load hits both, and prints the medians and ``ratio`` = ours / upstream (below 1: we
+are faster). Needs the ``peers`` extra.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import torch.nn.functional as F
 from common import emit, set_threads
 
 from baselines import gradicon, voxelmorph
+from equireg import training
 from equireg.losses import LNCC, SSD, GradICONLoss
 
-LMBDA_GRADICON, LMBDA_VOXELMORPH = 1.5, 0.01
+LMBDA_GRADICON, LMBDA_VOXELMORPH, LR = 1.5, 0.01, 1e-4
 
 
 def images(batch: int, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,15 +41,24 @@ def images(batch: int, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tens
     return pair[:batch], pair[batch:]
 
 
-def adam_step(loss_fn, parameters) -> Callable[[], None]:
+def adam_step(loss_fn, optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     """One training step: zero the gradients, ``loss_fn().backward()``, Adam update."""
-    optimizer = torch.optim.Adam(parameters, lr=1e-4)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         loss_fn().backward()
         optimizer.step()
     return step
+
+
+def ours_optimizer(parameters) -> torch.optim.Optimizer:
+    """The optimiser equireg trains with (fused Adam)."""
+    return training.adam(parameters, LR)
+
+
+def theirs_optimizer(parameters) -> torch.optim.Optimizer:
+    """The optimiser the upstream training scripts build: ``torch.optim.Adam`` with defaults."""
+    return torch.optim.Adam(parameters, lr=LR)
 
 
 def gradicon_steps(batch: int, shape: tuple[int, int]) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -66,8 +78,8 @@ def gradicon_steps(batch: int, shape: tuple[int, int]) -> tuple[Callable[[], Non
     ours_net.load_state_dict(theirs_net.state_dict(), strict=True)
     ours = GradICONLoss(ours_net, LNCC(4), LMBDA_GRADICON)
     moving, fixed = images(batch, shape)
-    return (adam_step(lambda: ours(moving, fixed)["loss"], ours.parameters()),
-            adam_step(lambda: theirs(moving, fixed).all_loss, theirs.parameters()))
+    return (adam_step(lambda: ours(moving, fixed)["loss"], ours_optimizer(ours.parameters())),
+            adam_step(lambda: theirs(moving, fixed).all_loss, theirs_optimizer(theirs.parameters())))
 
 
 def import_voxelmorph():
@@ -95,8 +107,8 @@ def voxelmorph_steps(batch: int, shape: tuple[int, int]) -> tuple[Callable[[], N
         # voxelmorph 0.2's Grad is 3-D only: its N-D l2 form, as later releases, times loss_mult 2
         penalty = sum(torch.diff(velocity, dim=axis).pow(2).flatten(1).mean(-1) for axis in (2, 3)).mean() / 2
         return mse.loss(fixed, warped) + LMBDA_VOXELMORPH * 2 * penalty
-    return (adam_step(lambda: ours(moving, fixed)["loss"], ours.parameters()),
-            adam_step(theirs_loss, theirs.parameters()))
+    return (adam_step(lambda: ours(moving, fixed)["loss"], ours_optimizer(ours.parameters())),
+            adam_step(theirs_loss, theirs_optimizer(theirs.parameters())))
 
 
 def interleaved(ours, theirs, repeats: int) -> dict:

@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from equireg.training import adam
 from equireg.transforms import Transform
 
 Loss = Callable[[torch.Tensor, torch.Tensor], dict]
@@ -29,7 +30,7 @@ def instance_optimize(
         raise ValueError(f"instance_optimize: lr must be > 0, got {lr}")
     snapshot = {name: value.detach().clone() for name, value in net.state_dict().items()}
     try:
-        optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+        optimizer = adam(net.parameters(), lr)
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
             loss(moving, fixed)["loss"].backward()
