@@ -43,6 +43,15 @@ def test_bad_config_fails_before_any_job(override, message):
     assert message in result.stdout + result.stderr
 
 
+def test_landscape_network_must_be_trained_on_not_shifted_pairs(tmp_path):
+    override = tmp_path / "override.yaml"
+    override.write_text("presets:\n  smoke:\n    landscape: {method: carl_draft, stride: 8}\n")
+    result = _snakemake("-n", "--cores", "1", "--configfile", "config/config.yaml", str(override),
+                        "--config", "preset=smoke")
+    assert result.returncode != 0
+    assert "landscape.method': 'carl_draft' is not a retina method" in result.stdout + result.stderr
+
+
 @pytest.mark.slow
 def test_smoke_preset_runs_end_to_end_and_reproduces(tmp_path):
     outputs = []
