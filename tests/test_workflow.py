@@ -73,4 +73,5 @@ def test_smoke_preset_runs_end_to_end_and_reproduces(tmp_path):
     report = _snakemake("--report", "report.html", "--config", "preset=smoke", cwd=tmp_path / "first")
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "first" / "report.html").read_text()
-    assert "claims.md" in html and "retina_violin.png" in html
+    assert "claims.md" in html and "retina_violin.png" in html and "retina.csv" in html
+    assert "Capture radius" in html  # the figure's own caption

@@ -22,7 +22,14 @@ rule tables:
         toy1d=f"{RESULTS}/toy1d/toy1d.csv",
         landscape=f"{RESULTS}/landscape/landscape.csv",
     output:
-        all_tables(),
+        [
+            (
+                report(path, caption="../report/table.rst", category="Tables")
+                if path.endswith(".csv")
+                else path
+            )
+            for path in all_tables()
+        ],
     log:
         f"{RESULTS}/logs/tables.log",
     conda:
