@@ -71,9 +71,11 @@ def claim_carl(retina: pd.DataFrame) -> Claim:
 def claim_landscape(landscape: pd.DataFrame) -> Claim:
     width = landscape.set_index("transform")["basin_width"]
     return Claim(
-        "The loss basin of TwoStep{translation, network} is much wider than that of the translation alone",
-        f"width of the basin around the minimum where the loss stays below half depth (midpoint of its "
-        f"minimum and median; t in [0,1] units): TwoStep >= {BASIN_RATIO} x translation",
+        "The loss basin of TwoStep{translation, network} is much wider than that of the translation alone "
+        "(network: the retina model named by the preset's landscape.method, GradICON by default)",
+        f"SSD against t, T(r) = r + [t, 0]; width of the basin around the minimum where the loss stays "
+        f"below half depth (midpoint of its minimum and median; t in [0,1] units): "
+        f"TwoStep >= {BASIN_RATIO} x translation",
         f"translation {width['translation']:.3f}, TwoStep {width['twostep']:.3f}",
         bool(width["twostep"] >= BASIN_RATIO * width["translation"]))
 
