@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from equireg.transforms import Transform, identity_map, jacobian_determinant, warp
+from equireg.wrappers import features_shared
 
 Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -206,8 +207,9 @@ class GradICONLoss(nn.Module):
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> dict[str, torch.Tensor]:
         _check_inputs("GradICONLoss", moving, fixed)
         identity = identity_map(moving.shape[2:], moving.device, moving.dtype)
-        phi_AB = self.regis_net(moving, fixed)
-        phi_BA = self.regis_net(fixed, moving)
+        with features_shared(self.regis_net):  # Ξ featurizes A and B once for both directions
+            phi_AB = self.regis_net(moving, fixed)
+            phi_BA = self.regis_net(fixed, moving)
         field_AB, field_BA = phi_AB(identity), phi_BA(identity)
         similarity_loss = (self.similarity(warp(moving, field_AB), fixed)
                            + self.similarity(warp(fixed, field_BA), moving))

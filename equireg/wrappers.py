@@ -7,11 +7,27 @@ that ``moving o phi ~ fixed``. The wrappers here build trees of such networks. A
 
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from equireg.transforms import DisplacementTransform, Transform, identity_map, warp
+
+
+@contextmanager
+def features_shared(net: nn.Module) -> Iterator[None]:
+    """Let the parts of ``net`` that can (those with a ``sharing_features`` context, i.e. Ξ) reuse
+    the features of an image they have seen within this block: for losses that run ``net(A, B)``
+    and ``net(B, A)`` with the same weights. The results are those of computing everything twice.
+    """
+    with ExitStack() as stack:
+        for module in net.modules():
+            if hasattr(module, "sharing_features"):
+                stack.enter_context(module.sharing_features())
+        yield
 
 
 class RegistrationNetwork(nn.Module):

@@ -108,3 +108,44 @@ def test_instance_optimization_fine_tunes_and_always_restores():
     assert same_weights(net, original)
     with pytest.raises(ValueError, match="steps"):
         instance_optimize(net, loss, *first, steps=-1)
+
+
+def _gradicon_step(net, moving, fixed):
+    from equireg.losses import LNCC, GradICONLoss
+
+    torch.manual_seed(1)  # the loss's sample points
+    net.zero_grad(set_to_none=True)
+    loss = GradICONLoss(net, LNCC(2), 1.5)(moving, fixed)["loss"]
+    loss.backward()
+    gradients = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+    return loss.detach(), gradients, {name: b.clone() for name, b in net.named_buffers()}
+
+
+def test_gradicon_shares_xi_features_between_directions_without_changing_the_step(monkeypatch):
+    import contextlib
+
+    from equireg import losses
+
+    torch.manual_seed(0)
+    net = methods.build("carl", 2, feature_channels=8).train()
+    moving = torch.nn.functional.avg_pool2d(torch.rand(2, 1, 37, 29), 3, 1, 1)
+    fixed = torch.nn.functional.avg_pool2d(torch.rand(2, 1, 37, 29), 3, 1, 1)
+    initial = {k: v.clone() for k, v in net.state_dict().items()}
+    calls = []
+    featurizer = net.netPhi.netPhi.net.netPhi.net.net.net
+    featurizer.register_forward_hook(lambda *args: calls.append(1))
+
+    shared = _gradicon_step(net, moving, fixed)
+    assert len(calls) == 2  # A and B once each, not once per direction
+    net.load_state_dict(initial)
+    monkeypatch.setattr(losses, "features_shared", lambda net: contextlib.nullcontext())
+    separate = _gradicon_step(net, moving, fixed)
+    assert len(calls) == 6
+
+    assert torch.equal(shared[0], separate[0])
+    assert shared[1].keys() == separate[1].keys()
+    for name in shared[1]:  # equal up to the order of float32 sums
+        scale = separate[1][name].abs().max()
+        assert (shared[1][name] - separate[1][name]).abs().max() <= 1e-5 * scale + 1e-6, name
+    for name in shared[2]:  # batch-norm running statistics, as after a second pass
+        torch.testing.assert_close(shared[2][name], separate[2][name], rtol=0, atol=0, msg=name)
