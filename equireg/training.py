@@ -164,10 +164,9 @@ def train(
             warnings.warn(f"{checkpoint_path}: not resumed, training starts over: {reason}", stacklevel=2)
 
     def save() -> None:
-        with atomic_path(checkpoint_path) as temporary:
-            torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                        "rng": torch.get_rng_state(), "log": rows, "seed": seed, "fingerprint": fingerprint,
-                        "schedule": _schedule(stages, step)}, temporary)
+        _save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+               "rng": torch.get_rng_state(), "log": rows, "seed": seed, "fingerprint": fingerprint,
+               "schedule": _schedule(stages, step)}, checkpoint_path)
         _write_log(directory / "log.csv", rows)
 
     bar = tqdm(total=total, initial=step, disable=not progress, desc="training", unit="step")
@@ -221,10 +220,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def save_model(path: str | os.PathLike, net: nn.Module, method: str, dimension: int,
                options: dict[str, Any], input_shape: list[int]) -> None:
     """Write a trained network with what is needed to rebuild it, atomically."""
+    _save({"format": MODEL_FORMAT, "method": method, "dimension": dimension, "options": options,
+           "input_shape": list(input_shape), "state_dict": net.state_dict()}, path)
+
+
+def _save(value: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` atomically and byte-reproducibly: saved to a file, torch names the archive
+    inside after the (temporary, random) file name; saved to a buffer it is always "archive"."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
     with atomic_path(path) as temporary:
-        torch.save({"format": MODEL_FORMAT, "method": method, "dimension": dimension,
-                    "options": options, "input_shape": list(input_shape),
-                    "state_dict": net.state_dict()}, temporary)
+        temporary.write_bytes(buffer.getvalue())
 
 
 def _build(method: str, dimension: int, options: dict[str, Any], source: str) -> nn.Module:

@@ -43,6 +43,11 @@ def test_training_is_deterministic_and_logs_every_term(tmp_path):
     assert (tmp_path / "a" / "log.csv").read_text() == (tmp_path / "b" / "log.csv").read_text()
     for p, q in zip(first.parameters(), second.parameters()):
         assert torch.equal(p, q)
+    # checkpoint and model files are byte-identical too (no temporary file name inside)
+    assert (tmp_path / "a" / "checkpoint.pt").read_bytes() == (tmp_path / "b" / "checkpoint.pt").read_bytes()
+    for name, net in (("a", first), ("b", second)):
+        training.save_model(tmp_path / name / "model.pt", net, "gradicon", 2, {}, [24, 24])
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
 
 
 @pytest.mark.parametrize("crash_at", [2, 4, 5, 7])
