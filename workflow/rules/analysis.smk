@@ -40,7 +40,7 @@ rule equivariance:
 rule landscape:
     input:
         pairs=f"{RESULTS}/data/retina/train_none.npz",
-        model=f"{RESULTS}/models/retina/{LANDSCAPE['method']}/none/seed{SEEDS[0]}.pt",
+        model=not_shifted_model(LANDSCAPE["method"]),
     output:
         f"{RESULTS}/landscape/landscape.csv",
     log:

@@ -28,18 +28,6 @@ TRAINED = {
 }
 
 
-LANDSCAPE = PRESET_CONFIG["landscape"]
-if (LANDSCAPE["method"], "none") not in [
-    (m, c)
-    for m in RETINA["methods"] + RETINA["ablations"]
-    for c in RETINA["train_conditions"] + RETINA["ablation_train_conditions"]
-]:
-    raise WorkflowError(
-        f"config key 'presets.{PRESET}.landscape.method': {LANDSCAPE['method']!r} is not "
-        "a retina method or ablation trained on the 'none' condition"
-    )
-
-
 def method_settings(method, section=None):
     """Builder options and training stages of a method (lung may override retina's)."""
     table = (section or {}).get("training", PRESET_CONFIG["training"])
@@ -81,11 +69,24 @@ def lung_model(wildcards):
     return f"{RESULTS}/models/lung/{wildcards.method}/seed{wildcards.seed}.pt"
 
 
+def not_shifted_model(method):
+    """The retina model of ``method`` trained on not-shifted pairs, first seed."""
+    return f"{RESULTS}/models/retina/{method}/none/seed{SEEDS[0]}.pt"
+
+
 def sweep_model(wildcards):
     """Shift sweeps and equivariance use the models trained on not-shifted pairs, first seed."""
     if wildcards.method not in TRAINED:
         return []
-    return f"{RESULTS}/models/retina/{wildcards.method}/none/seed{SEEDS[0]}.pt"
+    return not_shifted_model(wildcards.method)
+
+
+LANDSCAPE = PRESET_CONFIG["landscape"]
+if (LANDSCAPE["method"], "none") not in retina_runs():
+    raise WorkflowError(
+        f"config key 'presets.{PRESET}.landscape.method': {LANDSCAPE['method']!r} is not "
+        "a retina method or ablation trained on the 'none' condition"
+    )
 
 
 def retina_methods():
