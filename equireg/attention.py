@@ -275,9 +275,9 @@ class CoordinateAttention(nn.Module):
         inputs so that their running statistics are updated as by a second pass. Only images
         that need no gradient are shared, and only if batch norm is the featurizer's only state.
         """
-        stateless = all(isinstance(module, nn.modules.batchnorm._BatchNorm)
-                        for module in self.net.modules() if list(module.buffers(recurse=False)))
-        self._seen = [] if stateless else None
+        only_batch_norm_state = all(isinstance(module, nn.modules.batchnorm._BatchNorm)
+                                    for module in self.net.modules() if list(module.buffers(recurse=False)))
+        self._seen = [] if only_batch_norm_state else None
         try:
             yield
         finally:
@@ -285,26 +285,27 @@ class CoordinateAttention(nn.Module):
 
     def _features(self, padded: torch.Tensor) -> torch.Tensor:
         """Normalised features of a padded image (shared within :meth:`sharing_features`)."""
-        if self._seen is None or padded.requires_grad:
-            features = self.net(padded)
-            return self.feature_scale * features / (0.001 + features.norm(dim=1, keepdim=True))
-        for image, features, norm_inputs in self._seen:
-            if image.shape == padded.shape and torch.equal(image, padded):
-                if self.training:
-                    with torch.no_grad():
-                        for norm, norm_input in norm_inputs:
-                            norm(norm_input)
-                return features
+        sharing = self._seen is not None and not padded.requires_grad
+        if sharing:
+            for image, features, norm_inputs in self._seen:
+                if image.shape == padded.shape and torch.equal(image, padded):
+                    if self.training:
+                        with torch.no_grad():
+                            for norm, norm_input in norm_inputs:
+                                norm(norm_input)
+                    return features
         norm_inputs: list[tuple[nn.Module, torch.Tensor]] = []
         hooks = [module.register_forward_pre_hook(lambda module, args: norm_inputs.append((module, args[0])))
-                 for module in self.net.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+                 for module in self.net.modules()
+                 if sharing and isinstance(module, nn.modules.batchnorm._BatchNorm)]
         try:
             features = self.net(padded)
         finally:
             for hook in hooks:
                 hook.remove()
         features = self.feature_scale * features / (0.001 + features.norm(dim=1, keepdim=True))
-        self._seen.append((padded, features, norm_inputs))
+        if sharing:
+            self._seen.append((padded, features, norm_inputs))
         return features
 
     def featurize(self, image: torch.Tensor, crop: bool) -> torch.Tensor:

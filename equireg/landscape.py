@@ -9,9 +9,8 @@ The draft's slide used a briefly trained single-step network as ``Phi``. On our 
 (98×70) such a network barely widens the basin: over eight variants (400 steps of the diffusion or
 GradICON loss, LNCC or blurred SSD with σ up to 8 pixels, random translations of up to ±0.25 in
 training, at full, 1/2 or 1/4 resolution) the half-depth width stayed at 0.08-0.11 against 0.08
-for the translation alone. The
-workflow therefore uses a trained multi-resolution network (GradICON's by default), whose capture
-range is what the claim is about.
+for the translation alone. The workflow therefore uses a trained multi-resolution network
+(GradICON's by default), whose capture range is what the claim is about.
 """
 
 from __future__ import annotations
@@ -77,7 +76,7 @@ def mid_pixel_offsets(size: int, stride: int = 1, limit: float = 0.5) -> np.ndar
     spacing = 1.0 / (size - 1)
     last = int(np.floor(limit / spacing - 0.5))
     k = np.arange(-last - 1, last + 1)
-    k = k[(k - k[len(k) // 2]) % stride == 0]  # always keeps k = 0, t = h/2
+    k = k[k % stride == 0]  # always keeps k = 0, t = h/2
     return (k + 0.5) * spacing
 
 
