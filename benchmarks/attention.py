@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from common import emit, set_threads, timed
+from common import cpu_parser, emit, parse, timed
 from matmul import attention_peak, square_rate
 
 from equireg.attention import DEFAULT_CHUNK_SIZE, VALUE_CHANNELS, coordinate_attention
@@ -136,14 +136,10 @@ def memory(sizes: list[int]) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = cpu_parser(__doc__, repeats=5)
     parser.add_argument("--sdpa-repeats", type=int, default=3, help="SDPA is slow: fewer runs")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     parser.add_argument("--memory-probe", nargs=2, type=int, metavar=("L", "M"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    set_threads(args.threads)
+    args = parse(parser)
     if args.memory_probe:
         print(json.dumps(memory_probe(*args.memory_probe)))
         return

@@ -16,7 +16,6 @@ Run it on two versions of the code (e.g. ``git stash``) with ``--label`` to comp
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections import defaultdict
 
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from torch.profiler import profile
 
 from attention import inputs as attention_inputs
-from common import emit, set_threads, timed
+from common import cpu_parser, emit, parse, timed
 
 from equireg import methods
 from equireg.attention import CoordinateAttention, Featurizer, coordinate_attention
@@ -149,13 +148,9 @@ def benchmark_loss(loss_name: str, batch: int, shape: tuple[int, int], repeats: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = cpu_parser(__doc__, repeats=5)
     parser.add_argument("--label", default="", help="a tag for the JSON, e.g. the commit measured")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
-    args = parser.parse_args()
-    set_threads(args.threads)
+    args = parse(parser)
     batch, shape = (2, (36, 28)) if args.quick else (4, (98, 70))
     emit({"benchmark": "carl_step", "label": args.label, "batch": batch, "shape": list(shape),
           **{loss: benchmark_loss(loss, batch, shape, args.repeats) for loss in ("diffusion", "gradicon")}})

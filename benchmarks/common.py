@@ -7,6 +7,7 @@ shared 2-core machine a concurrent job can double any number here.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -59,6 +60,23 @@ def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, Any
         runs.append(time.perf_counter() - start)
     return {"median_s": round(statistics.median(runs), 4), "min_s": round(min(runs), 4),
             "max_s": round(max(runs), 4), "repeats": repeats}
+
+
+def cpu_parser(doc: str, repeats: int) -> argparse.ArgumentParser:
+    """The options every CPU benchmark takes: ``--threads``, ``--repeats`` (default ``repeats``) and
+    ``--quick``; described by the first line of the script's docstring ``doc``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line and apply ``--threads``."""
+    args = parser.parse_args()
+    set_threads(args.threads)
+    return args
 
 
 def set_threads(threads: int | None) -> None:

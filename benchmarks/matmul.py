@@ -8,11 +8,10 @@ number ``benchmarks/attention.py`` divides by.
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 
-from common import emit, set_threads, timed
+from common import cpu_parser, emit, parse, timed
 
 
 def square_rate(size: int, repeats: int) -> float:
@@ -41,12 +40,7 @@ def attention_peak(batch: int, length: int, columns: int, channels: int, repeats
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
-    args = parser.parse_args()
-    set_threads(args.threads)
+    args = parse(cpu_parser(__doc__, repeats=5))
     size, batch, length = (256, 1, 256) if args.quick else (2048, 8, 4096)
     emit({
         "benchmark": "matmul",

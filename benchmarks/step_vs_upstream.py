@@ -16,7 +16,6 @@ are faster). Needs the ``peers`` extra.
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import os
 import statistics
@@ -26,7 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from common import emit, set_threads
+from common import cpu_parser, emit, parse
 
 from baselines import gradicon, voxelmorph
 from equireg import training
@@ -127,12 +126,7 @@ def interleaved(ours, theirs, repeats: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
-    args = parser.parse_args()
-    set_threads(args.threads)
+    args = parse(cpu_parser(__doc__, repeats=9))
     batch, shape = (2, (64, 64)) if args.quick else (4, (128, 128))
     emit({"benchmark": "step_vs_upstream", "batch": batch, "shape": list(shape),
           "gradicon_3_levels": interleaved(*gradicon_steps(batch, shape), args.repeats),
