@@ -1,7 +1,5 @@
 """Procedural retina vessel masks and the vessel map of scikit-image's fundus photograph."""
 
-import time
-
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -58,10 +56,8 @@ def test_same_seed_same_bytes_other_seed_other_mask(masks):
     assert np.mean(masks[3] != masks[4]) > 0.05
 
 
-def test_generator_is_fast_and_accepts_other_shapes():
-    start = time.perf_counter()
+def test_generator_accepts_other_shapes():  # its speed: benchmarks/vessel_masks.py
     small = generate_vessel_mask(11, shape=(292, 283))
-    assert time.perf_counter() - start < 1.0
     assert small.shape == (292, 283) and 0.02 < small.mean() < 0.2
     with pytest.raises(ValueError, match="shape"):
         generate_vessel_mask(0, shape=(10, 10))
