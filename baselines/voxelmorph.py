@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from equireg import devices
 from equireg.transforms import DisplacementTransform, Transform, voxels_to_coordinates
 from equireg.wrappers import RegistrationNetwork
 
@@ -158,7 +159,11 @@ class VxmDense(RegistrationNetwork):
     """The VoxelMorph network. ``forward(moving, fixed)`` returns ``phi`` with ``moving o phi ~ fixed``.
 
     ``integration_steps = 0`` gives the non-diffeomorphic variant (the flow is the displacement).
+    ``precision`` is that of the U-Net and flow convolutions (:func:`equireg.devices.set_precision`);
+    integration and warping stay float32.
     """
+
+    precision = "fp32"
 
     def __init__(self, dimension: int, encoder: Sequence[int] = ENCODER_FEATURES,
                  decoder: Sequence[int] = DECODER_FEATURES, integration_steps: int = 7,
@@ -202,7 +207,9 @@ class VxmDense(RegistrationNetwork):
         pads = self._padding(shape)
         flat = [p for pair in reversed(pads) for p in pair]  # F.pad wants the last axis first
         x = F.pad(torch.cat([moving, fixed], dim=1), flat)
-        velocity = resize_field(self.flow(self.unet_model(x)), 1.0 / self.integration_downsize)
+        with devices.convolutions(self.precision, x) as layout:
+            flow = self.flow(self.unet_model(layout)).to(x.dtype).contiguous()
+        velocity = resize_field(flow, 1.0 / self.integration_downsize)
         displacement = velocity
         if self.integrate is not None:
             displacement = resize_field(self.integrate(velocity), float(self.integration_downsize))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from equireg import devices
 from equireg.transforms import identity_map
 
 DEFAULT_CHUNK_SIZE = 256
@@ -208,7 +209,13 @@ class Featurizer(nn.Module):
             for _ in range(3):
                 self.convs.append(conv(channels, channels, 3, padding="same", dilation=dilation))
 
+    precision = "fp32"  # of the convolutions (equireg.devices.set_precision); features are float32
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        with devices.convolutions(self.precision, image) as layout:
+            return self._layers(layout).to(image.dtype).contiguous()
+
+    def _layers(self, image: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.convs[0](image))
         for block, norm in enumerate(self.batchnorms):
             x = norm(x)

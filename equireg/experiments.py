@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from equireg import metrics, training
+from equireg import devices, metrics, training
 from equireg.data.datasets import PairBatches, load_arrays, save_arrays
 from equireg.files import write_text
 from equireg.transforms import identity_map, warp
@@ -163,32 +163,36 @@ def train_method(
     from equireg import methods
 
     net = methods.build(method, dimension, **settings["options"])
+    device, precision = devices.resolve(settings.get("compute"))
     stages = [training.Stage.from_config(stage) for stage in settings["stages"]]
     # a checkpoint resumes only for the same data and settings
     fingerprint = hashlib.sha256(Path(data).read_bytes() + json.dumps(
         [method, settings["options"], batch_size], sort_keys=True).encode()).hexdigest()
     training.train(net, stages, PairBatches(pairs["moving"], pairs["fixed"], batch_size, seed), checkpoints, seed=seed,
                    checkpoint_every=max(1, min(100, sum(s.steps for s in stages) // 10)), progress=progress,
-                   fingerprint=fingerprint)
-    training.save_model(model, net, method, dimension, settings["options"], list(pairs["moving"].shape[2:]))
+                   fingerprint=fingerprint, device=device, precision=precision)
+    training.save_model(model, net, method, dimension, settings["options"], list(pairs["moving"].shape[2:]),
+                        precision)
 
 
 # --- evaluation ----------------------------------------------------------------------------------
 
 def load_network(method: str, model: PathLike | None, dimension: int, settings: dict[str, Any]):
-    """A trained network (or, for methods without training, a fresh one) in eval mode."""
-    net, _ = training.load_model(model or None, method, dimension, settings.get("options", {}))
+    """A trained network (or, for methods without training, a fresh one) in eval mode, on the
+    device and in the precision of ``settings["compute"]``."""
+    device, precision = devices.resolve(settings.get("compute"))
+    net, _ = training.load_model(model or None, method, dimension, settings.get("options", {}), device, precision)
     return net
 
 
 def register_pairs(net, moving: np.ndarray, fixed: np.ndarray) -> torch.Tensor:
     """Coordinate maps ``phi`` (``[N, D, *S]``) registering each moving to its fixed image."""
-    maps = []
+    maps, device = [], devices.of(net)
     with torch.no_grad():
         for start in range(0, len(moving), EVALUATION_BATCH):
-            a = torch.from_numpy(moving[start:start + EVALUATION_BATCH])
-            b = torch.from_numpy(fixed[start:start + EVALUATION_BATCH])
-            maps.append(net(a, b).field(a.shape[2:]).expand(len(a), *[-1] * (a.dim() - 1)))
+            a = torch.from_numpy(moving[start:start + EVALUATION_BATCH]).to(device)
+            b = torch.from_numpy(fixed[start:start + EVALUATION_BATCH]).to(device)
+            maps.append(net(a, b).field(a.shape[2:]).expand(len(a), *[-1] * (a.dim() - 1)).cpu())
     return torch.cat(maps)
 
 
@@ -305,8 +309,9 @@ def equivariance(method: str, model: PathLike | None, test: PathLike, path: Path
     # N - 1 divisible by its pooling factor (4 for Xi); crop to such a size (the margin added by the
     # measurement keeps it when the shift is even).
     crop = tuple(slice(0, n - (n - 1) % EQUIVARIANCE_STRIDE) for n in data["moving"].shape[2:])
-    reports = [equivariance_report(net, torch.from_numpy(data["moving"][(slice(i, i + 1), slice(None), *crop)]),
-                                   torch.from_numpy(data["fixed"][(slice(i, i + 1), slice(None), *crop)]),
+    device = devices.of(net)
+    reports = [equivariance_report(net, torch.from_numpy(data["moving"][(slice(i, i + 1), slice(None), *crop)]).to(device),
+                                   torch.from_numpy(data["fixed"][(slice(i, i + 1), slice(None), *crop)]).to(device),
                                    (shift, 0), (0, shift))
                for i in range(min(pairs, len(data["moving"])))]
     summary = {case: {statistic: float(np.median([r[case][f"{statistic}_voxels"] for r in reports]))
@@ -325,8 +330,8 @@ def landscape(train: PathLike, model: PathLike, table: PathLike, *, method: str,
 
     net = load_network(method, model, 2, settings)
     pairs = load_pairs(train)
-    moving = torch.from_numpy(pairs["moving"][:4])
-    fixed = torch.from_numpy(pairs["fixed"][:4])
+    moving = torch.from_numpy(pairs["moving"][:4]).to(devices.of(net))
+    fixed = torch.from_numpy(pairs["fixed"][:4]).to(devices.of(net))
     curve = loss_curve(net, moving, fixed, mid_pixel_offsets(moving.shape[2], stride), SSD())
     _write_csv(table, curve)
 

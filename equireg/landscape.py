@@ -47,7 +47,7 @@ def loss_curve(
     for offset in offsets:
         row = {"t": float(offset)}
         for name in ("translation", "twostep"):
-            t = torch.tensor(float(offset), requires_grad=True)
+            t = torch.tensor(float(offset), device=moving.device, requires_grad=True)
             shift = _translation_along_first_axis(t, len(shape))
             if name == "translation":
                 phi = shift

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from equireg import methods
+from equireg import devices, methods
 from equireg.files import atomic_path, write_text
 from equireg.losses import similarity as make_similarity
 
@@ -128,8 +128,14 @@ def train(
     checkpoint_every: int = 100,
     progress: bool = True,
     fingerprint: str | None = None,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
 ) -> list[dict[str, float]]:
     """Train ``net`` through ``stages``; resume from ``directory/checkpoint.pt`` if present.
+
+    ``net`` is moved to ``device`` (a :mod:`equireg.devices` setting) and its convolutions run in
+    ``precision`` ("fp32" or "bf16"); batches are moved there step by step. A checkpoint written
+    on one device resumes on any other.
 
     Writes ``directory/checkpoint.pt`` every ``checkpoint_every`` steps and at the end, and
     ``directory/log.csv`` with every loss term of every step. Returns the log rows.
@@ -145,6 +151,9 @@ def train(
     for stale in (*directory.glob(".checkpoint.*.pt"), *directory.glob(".log.*.csv")):
         stale.unlink()  # temporaries of a killed run (see files.atomic_path)
     total = sum(stage.steps for stage in stages)
+    device = devices.resolve_device(device)
+    net.to(device)
+    devices.set_precision(net, precision)
     seed_everything(seed)
     step, rows, optimizer_state = 0, [], None
     if checkpoint_path.exists():
@@ -183,9 +192,14 @@ def train(
         optimizer_state = None
         net.train()
         while step < stage_end:
-            moving, fixed = batches(step)
+            moving, fixed = (images.to(device, non_blocking=True) for images in batches(step))
             optimizer.zero_grad(set_to_none=True)
             terms = loss(moving, fixed)
+            if not torch.isfinite(terms["loss"]):
+                # stop before the weights and the checkpoint are corrupted; resuming repeats the step
+                raise FloatingPointError(
+                    f"{directory}: training loss at step {step + 1} is not finite ({float(terms['loss'])}); "
+                    f"precision {precision}: try precision fp32 or a smaller learning rate")
             terms["loss"].backward()
             optimizer.step()
             step += 1
@@ -218,10 +232,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 # --- the model file: what `equireg register --checkpoint` reads -------------------------------------
 
 def save_model(path: str | os.PathLike, net: nn.Module, method: str, dimension: int,
-               options: dict[str, Any], input_shape: list[int]) -> None:
-    """Write a trained network with what is needed to rebuild it, atomically."""
+               options: dict[str, Any], input_shape: list[int], precision: str = "fp32") -> None:
+    """Write a trained network with what is needed to rebuild it, atomically; ``trained_with``
+    records the device type and precision it was trained in (weights are stored for the CPU)."""
+    state = {name: tensor.cpu() for name, tensor in net.state_dict().items()}
     _save({"format": MODEL_FORMAT, "method": method, "dimension": dimension, "options": options,
-           "input_shape": list(input_shape), "state_dict": net.state_dict()}, path)
+           "input_shape": list(input_shape), "state_dict": state,
+           "trained_with": {"device": devices.of(net).type, "precision": precision}}, path)
 
 
 def _save(value: Any, path: str | os.PathLike) -> None:
@@ -241,16 +258,18 @@ def _build(method: str, dimension: int, options: dict[str, Any], source: str) ->
 
 
 def load_model(path: str | os.PathLike | None, method: str, dimension: int,
-               options: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a network from a model file (``None``: freshly initialised, seeded) in eval mode.
+               options: dict[str, Any] | None = None, device: torch.device | str = "cpu",
+               precision: str = "fp32") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a network from a model file (``None``: freshly initialised, seeded) in eval mode,
+    on ``device`` with its convolutions in ``precision``, whatever it was trained on.
 
     Raises ``ValueError`` naming the file if it is corrupt, not a model file, or of another method
     or dimension.
     """
     if path is None:
         seed_everything(0)
-        net = _build(method, dimension, options or {}, "options")
-        return net.eval(), {"method": method, "dimension": dimension, "options": options or {}, "input_shape": None}
+        net = _placed(_build(method, dimension, options or {}, "options"), device, precision)
+        return net, {"method": method, "dimension": dimension, "options": options or {}, "input_shape": None}
     if not Path(path).is_file():
         raise ValueError(f"{path}: no such checkpoint file")
     try:
@@ -276,5 +295,11 @@ def load_model(path: str | os.PathLike | None, method: str, dimension: int,
         net.load_state_dict(saved["state_dict"])
     except RuntimeError as error:
         raise ValueError(f"{path}: weights do not fit the {method} network ({str(error).splitlines()[0]})") from None
-    return net.eval(), {key: saved[key] for key in ("method", "dimension", "options", "input_shape")}
+    return _placed(net, device, precision), {key: saved[key] for key in ("method", "dimension", "options",
+                                                                        "input_shape")}
+
+
+def _placed(net: nn.Module, device: torch.device | str, precision: str) -> nn.Module:
+    devices.set_precision(net, precision)
+    return net.to(devices.resolve_device(device)).eval()
 

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from equireg import devices
+
 DOWN_CHANNELS = (16, 32, 64, 256, 512)
 UP_CHANNELS = (16, 32, 64, 128, 256)
 MIN_SIZE_3D = 2 ** (len(DOWN_CHANNELS) - 1) + 1
@@ -44,7 +46,13 @@ def _match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 class TallUNet2(nn.Module):
-    """ICON's ``tallUNet2``: ``forward(moving, fixed) -> displacement [B, dimension, *S]``."""
+    """ICON's ``tallUNet2``: ``forward(moving, fixed) -> displacement [B, dimension, *S]``.
+
+    ``precision`` ("fp32" or "bf16", see :func:`equireg.devices.set_precision`) is the precision
+    of its convolutions; the displacement it returns is float32 either way.
+    """
+
+    precision = "fp32"
 
     def __init__(self, dimension: int, input_channels: int = 1):
         super().__init__()
@@ -81,6 +89,10 @@ class TallUNet2(nn.Module):
             # 3-D average pooling cannot pool a 1-voxel axis, which the 5th level would meet
             raise ValueError(f"TallUNet2 in 3-D needs every spatial axis >= {MIN_SIZE_3D} voxels, "
                              f"got {tuple(x.shape[2:])}")
+        with devices.convolutions(self.precision, x) as layout:
+            return self._layers(layout).to(x.dtype).contiguous()
+
+    def _layers(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for down_conv in self.downConvs:
             skips.append(x)

@@ -17,6 +17,10 @@ RESULTS = f"results/{PRESET}"
 RETINA = PRESET_CONFIG["retina"]
 LUNG = PRESET_CONFIG["lung"]
 SEEDS = PRESET_CONFIG["seeds"]
+# where and in which precision networks train and run (equireg.devices), and a cap on every
+# training stage's steps (e.g. max_steps=2 checks a preset end to end at its real sizes)
+COMPUTE = {"device": config["device"], "precision": config["precision"]}
+MAX_STEPS = config["max_steps"]
 ENV = "../envs/equireg.yaml"
 TRAINED = {
     "carl",
@@ -36,9 +40,15 @@ def method_settings(method, section=None):
         raise WorkflowError(
             f"config: preset {PRESET!r} has no training stages for {method!r}"
         )
+    stages = settings.get("stages", [])
+    if MAX_STEPS is not None:
+        stages = [
+            {**stage, "steps": min(stage["steps"], MAX_STEPS)} for stage in stages
+        ]
     return {
         "options": settings.get("options", {}),
-        "stages": settings.get("stages", []),
+        "stages": stages,
+        "compute": COMPUTE,
     }
 
 
