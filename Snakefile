@@ -24,5 +24,5 @@ rule all:
         f"{RESULTS}/claims.md",
         all_tables(),
         all_figures(),
-        # the default preset also refreshes the committed reference results
+        # the default preset compares itself with results/reference/ (or refreshes it)
         reference_outputs(),

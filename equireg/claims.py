@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from equireg import tables
 from equireg.files import write_text
+from equireg.uncertainty import bootstrap_ci, wilcoxon_p
 
 #: claim 1: GradICON "fails" on shifted pairs if its Dice drops by more than this
 GRADICON_DROP = 0.25
@@ -47,23 +49,50 @@ def _dice(retina: pd.DataFrame, method: str, train: str, test: str) -> pd.Series
     return rows.iloc[0]
 
 
-def claim_gradicon(retina: pd.DataFrame) -> Claim:
+def _paired_dice(pairs: pd.DataFrame, method: str, train: str, tests: tuple[str, str]) -> tuple[np.ndarray, ...]:
+    """Dice of ``method`` on the same test pairs (seed, pair) under two test conditions."""
+    keyed = []
+    for test in tests:
+        rows = pairs[(pairs.method == method) & (pairs.train_condition == train) & (pairs.test_set == "test")
+                     & (pairs.test_condition == test)]
+        if rows.empty:
+            raise LookupError(f"no retina pairs for {method}, trained on {train}, tested on {test}")
+        keyed.append(rows.set_index(["seed", "pair"])["dice"])
+    a, b = keyed[0].align(keyed[1], join="inner")
+    return a.to_numpy(), b.to_numpy()
+
+
+def _mean_ci(row: pd.Series, name: str = "dice") -> str:
+    return f"{row[name]:.3f} [{row[f'{name}_ci_low']:.3f}, {row[f'{name}_ci_high']:.3f}]"
+
+
+def _difference(a: np.ndarray, b: np.ndarray) -> str:
+    """Mean paired difference a - b with its bootstrap 95 % interval and the Wilcoxon p-value."""
+    low, high = bootstrap_ci(a - b)
+    return f"{(a - b).mean():.3f} [{low:.3f}, {high:.3f}], Wilcoxon p = {wilcoxon_p(a, b):.2g}, n = {len(a)}"
+
+
+def claim_gradicon(retina: pd.DataFrame, pairs: pd.DataFrame) -> Claim:
     plain, shifted = _dice(retina, "gradicon", "none", "none"), _dice(retina, "gradicon", "none", "shift")
+    a, b = _paired_dice(pairs, "gradicon", "none", ("none", "shift"))
     return Claim(
         "GradICON registers not-shifted pairs but fails on shifted ones (trained on not-shifted pairs)",
-        f"Dice(not shifted) > unregistered Dice, and Dice(shifted) < Dice(not shifted) - {GRADICON_DROP}",
-        f"Dice not shifted {plain.dice:.3f} (unregistered {plain.dice_before:.3f}); "
-        f"shifted {shifted.dice:.3f} (unregistered {shifted.dice_before:.3f})",
+        f"Dice(not shifted) > unregistered Dice, and Dice(shifted) < Dice(not shifted) - {GRADICON_DROP} "
+        "(means over test pairs; [95 % bootstrap interval])",
+        f"Dice not shifted {_mean_ci(plain)} (unregistered {plain.dice_before:.3f}); "
+        f"shifted {_mean_ci(shifted)} (unregistered {shifted.dice_before:.3f}); drop {_difference(a, b)}",
         bool(plain.dice > plain.dice_before and shifted.dice < plain.dice - GRADICON_DROP))
 
 
-def claim_carl(retina: pd.DataFrame) -> Claim:
+def claim_carl(retina: pd.DataFrame, pairs: pd.DataFrame) -> Claim:
     plain, shifted = _dice(retina, "carl", "none", "none"), _dice(retina, "carl", "none", "shift")
+    a, b = _paired_dice(pairs, "carl", "none", ("none", "shift"))
     return Claim(
         "CARL registers not-shifted and shifted pairs about equally well (trained on not-shifted pairs)",
-        f"|Dice(not shifted) - Dice(shifted)| <= {CARL_TOLERANCE} and both above their unregistered Dice",
-        f"Dice not shifted {plain.dice:.3f} (unregistered {plain.dice_before:.3f}); "
-        f"shifted {shifted.dice:.3f} (unregistered {shifted.dice_before:.3f})",
+        f"|Dice(not shifted) - Dice(shifted)| <= {CARL_TOLERANCE} and both above their unregistered Dice "
+        "(means over test pairs; [95 % bootstrap interval])",
+        f"Dice not shifted {_mean_ci(plain)} (unregistered {plain.dice_before:.3f}); "
+        f"shifted {_mean_ci(shifted)} (unregistered {shifted.dice_before:.3f}); difference {_difference(a, b)}",
         bool(abs(plain.dice - shifted.dice) <= CARL_TOLERANCE and plain.dice > plain.dice_before
              and shifted.dice > shifted.dice_before))
 
@@ -103,7 +132,8 @@ def claim_equivariance(equivariance: pd.DataFrame) -> Claim:
 
 
 def claim_lung(lung: pd.DataFrame, copdgene: str | None) -> Claim:
-    parts = [f"{row.method} {row.mtre_mm:.2f} mm" for row in lung.itertuples()]
+    parts = [f"{row.method} {row.mtre_mm:.2f} mm [{row.mtre_mm_ci_low:.2f}, {row.mtre_mm_ci_high:.2f}]"
+             for row in lung.itertuples()]
     before = float(lung["mtre_before_mm"].iloc[0])
     measured = f"unregistered {before:.2f} mm; " + ", ".join(parts)
     if copdgene:
@@ -115,6 +145,19 @@ def claim_lung(lung: pd.DataFrame, copdgene: str | None) -> Claim:
                  bool((lung["mtre_mm"] < lung["mtre_before_mm"]).all()))
 
 
+def claim_plateau(plateau: pd.DataFrame) -> Claim:
+    retina = plateau[plateau.score == "val_dice"]
+    if retina.empty:
+        raise LookupError("no retina learning curves")
+    parts = [f"{row.method}/{row.train_condition}/seed{row.seed} {row.gain_last_quarter:+.3f} ({row.steps} steps)"
+             for row in retina.itertuples()]
+    return Claim(
+        "Every trained method is trained to its plateau (the numbers compare methods, not budgets)",
+        f"validation Dice gain over the last 25 % of each run's steps <= {tables.PLATEAU_GAIN} "
+        "(held-out validation pairs, never the test pairs)",
+        "; ".join(parts), bool((retina.gain_last_quarter <= tables.PLATEAU_GAIN).all()))
+
+
 def _checked(check, *args) -> Claim:
     try:
         return check(*args)
@@ -123,11 +166,13 @@ def _checked(check, *args) -> Claim:
 
 
 def check_all(directory: str | Path, copdgene: str | None = None) -> list[Claim]:
-    """All six claims from the tables in ``directory``."""
+    """The paper's six claims and the plateau check from the tables in ``directory``."""
     read = lambda name: tables.read(directory, name)  # noqa: E731
-    return [_checked(claim_gradicon, read("retina")), _checked(claim_carl, read("retina")),
+    retina, pairs = read("retina"), read("retina_pairs")
+    return [_checked(claim_gradicon, retina, pairs), _checked(claim_carl, retina, pairs),
             _checked(claim_landscape, read("landscape")), _checked(claim_toy, read("toy1d")),
-            _checked(claim_equivariance, read("equivariance")), _checked(claim_lung, read("lung"), copdgene)]
+            _checked(claim_equivariance, read("equivariance")), _checked(claim_lung, read("lung"), copdgene),
+            _checked(claim_plateau, read("plateau"))]
 
 
 def render(claims: list[Claim]) -> str:

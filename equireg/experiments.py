@@ -66,18 +66,24 @@ def load_pairs(path: PathLike) -> dict[str, np.ndarray]:
 # --- data ---------------------------------------------------------------------------------------
 
 #: seeds of the generated data, independent of the training seeds
-DATA_SEEDS = {"train": 1, "test": 2, "real": 3, "sweep": 4}
+DATA_SEEDS = {"train": 1, "test": 2, "real": 3, "sweep": 4, "val": 5}
+#: validation pairs per split when a preset does not say (learning curves, never the test pairs)
+VALIDATION_IMAGES, VALIDATION_LUNG_PAIRS = 2, 2
 #: the first generated mask index of each split, so train and test never share a vessel tree
-MASK_OFFSETS = {"train": 100_000, "test": 200_000}
+MASK_OFFSETS = {"train": 100_000, "test": 200_000, "val": 300_000}
 
 
 def retina_masks(split: str, settings: dict[str, Any], drive: PathLike | None = None) -> list[np.ndarray]:
     """Full-resolution vessel masks of a split: generated (or DRIVE when configured) for
-    train/test, the real scikit-image fundus for "real"."""
+    train/test, generated for "val" (DRIVE has no images to spare), the real scikit-image fundus
+    for "real"."""
     from equireg.data import retina
 
     if split == "real":
         return [retina.skimage_retina_vessels()]
+    if split == "val":
+        return [retina.generate_vessel_mask(MASK_OFFSETS["val"] + i)
+                for i in range(settings.get("val_images", VALIDATION_IMAGES))]
     count = settings["train_images"] if split == "train" else settings["test_images"]
     if drive:
         from equireg.data.loaders import drive_vessel_masks
@@ -95,8 +101,9 @@ def build_retina_set(path: PathLike, split: str, condition: str, settings: dict[
     """One retina pair set: every mask and its vertical flip, ``warps_per_image`` warps each."""
     from equireg.data.perturb import retina_dataset
 
+    # test pairs keep their exact maps for the endpoint error; training needs none
     pairs = retina_dataset(retina_masks(split, settings, drive), condition, settings["warps_per_image"],
-                           seed=DATA_SEEDS[split], pool=settings["pool"])
+                           seed=DATA_SEEDS[split], pool=settings["pool"], with_map=split != "train")
     save_pairs(path, **pairs.arrays())
 
 
@@ -129,7 +136,8 @@ def build_lung_set(path: PathLike, split: str, settings: dict[str, Any], copdgen
         return
     from equireg.data.lung import lung_pair, preprocess_ct
 
-    count = settings["train_pairs"] if split == "train" else settings["pairs"]
+    count = {"train": settings["train_pairs"], "val": settings.get("val_pairs", VALIDATION_LUNG_PAIRS)}.get(
+        split, settings["pairs"])
     pairs = [lung_pair((DATA_SEEDS[split], k), shape=shape, landmarks=settings["landmarks"]) for k in range(count)]
     save_pairs(
         path,
@@ -146,6 +154,23 @@ def build_lung_set(path: PathLike, split: str, settings: dict[str, Any], copdgen
 
 # --- training ------------------------------------------------------------------------------------
 
+#: validation points per training run (its learning curve)
+VALIDATIONS_PER_RUN = 20
+
+
+def validation_scores(net, pairs: dict[str, np.ndarray]) -> dict[str, float]:
+    """What a training run logs on its validation pairs: mean Dice and (with exact maps) vessel
+    endpoint error for retina pairs; mean TRE in mm for lung pairs (they carry landmarks)."""
+    maps = register_pairs(net, pairs["moving"], pairs["fixed"])
+    if "fixed_landmarks" in pairs:
+        return {"val_mtre_mm": float(np.mean([row["mtre_mm"] for row in _lung_rows(pairs, maps)]))}
+    rows = _dice_rows(pairs, maps)
+    scores = {"val_dice": float(np.mean([row["dice"] for row in rows]))}
+    if "epe_vessels_px" in rows[0]:
+        scores["val_epe_vessels_px"] = float(np.mean([row["epe_vessels_px"] for row in rows]))
+    return scores
+
+
 def train_method(
     data: PathLike,
     model: PathLike,
@@ -155,8 +180,16 @@ def train_method(
     batch_size: int,
     seed: int,
     progress: bool = True,
+    validation: PathLike | None = None,
+    curve: PathLike | None = None,
+    run: dict[str, Any] | None = None,
 ) -> None:
-    """Train ``method`` on a pair set and write its model file (resumes from ``checkpoints``)."""
+    """Train ``method`` on a pair set and write its model file (resumes from ``checkpoints``).
+
+    With ``validation`` (a pair set never used for testing) the run is scored on it
+    ``VALIDATIONS_PER_RUN`` times, and ``curve`` gets those scores per step, each row led by the
+    identifying columns ``run`` (e.g. method, train condition, seed).
+    """
     pairs = load_pairs(data)
     dimension = pairs["moving"].ndim - 2
     training.seed_everything(seed)
@@ -168,9 +201,20 @@ def train_method(
     # a checkpoint resumes only for the same data and settings
     fingerprint = hashlib.sha256(Path(data).read_bytes() + json.dumps(
         [method, settings["options"], batch_size], sort_keys=True).encode()).hexdigest()
-    training.train(net, stages, PairBatches(pairs["moving"], pairs["fixed"], batch_size, seed), checkpoints, seed=seed,
-                   checkpoint_every=max(1, min(100, sum(s.steps for s in stages) // 10)), progress=progress,
-                   fingerprint=fingerprint, device=device, precision=precision)
+    total = sum(s.steps for s in stages)
+    validate = None
+    if validation is not None:
+        held_out = load_pairs(validation)
+        validate = lambda net: validation_scores(net, held_out)  # noqa: E731
+    rows = training.train(net, stages, PairBatches(pairs["moving"], pairs["fixed"], batch_size, seed), checkpoints,
+                          seed=seed, checkpoint_every=max(1, min(100, total // 10)), progress=progress,
+                          fingerprint=fingerprint, device=device, precision=precision, validate=validate,
+                          validate_every=max(1, total // VALIDATIONS_PER_RUN))
+    if curve is not None:
+        scored = [row for row in rows if any(key.startswith("val_") for key in row)]
+        columns = ["step", *[key for key in scored[0] if key.startswith("val_")]] if scored else ["step"]
+        _write_csv(curve, pd.DataFrame([{**(run or {}), **{k: row[k] for k in columns}} for row in scored],
+                                       columns=[*(run or {}), *columns]))
     training.save_model(model, net, method, dimension, settings["options"], list(pairs["moving"].shape[2:]),
                         precision)
 
@@ -197,17 +241,29 @@ def register_pairs(net, moving: np.ndarray, fixed: np.ndarray) -> torch.Tensor:
 
 
 def _dice_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor) -> list[dict[str, float]]:
+    """Per pair: Dice before and after, % folds; with a ground-truth map (synthetic pairs) also the
+    endpoint error against it, over the image and over the fixed vessels, and the Dice that the
+    exact map reaches (the ceiling set by the label threshold and interpolation)."""
     moving_label = torch.from_numpy(pairs["moving_label"])
     warped = warp(moving_label, coordinate_maps).numpy()
+    exact = pairs.get("coordinates")
+    ceiling = warp(moving_label, torch.from_numpy(exact)).numpy() if exact is not None else None
     rows = []
     for i in range(len(coordinate_maps)):
         fixed = pairs["fixed_label"][i] > DICE_THRESHOLD
-        rows.append({
+        row = {
             "pair": i,
             "dice_before": metrics.dice(pairs["moving_label"][i] > DICE_THRESHOLD, fixed),
             "dice": metrics.dice(warped[i] > DICE_THRESHOLD, fixed),
             "folds_percent": metrics.fold_percentage(coordinate_maps[i:i + 1]),
-        })
+        }
+        if exact is not None:
+            row.update({
+                "epe_px": metrics.endpoint_error_voxels(coordinate_maps[i], exact[i]),
+                "epe_vessels_px": metrics.endpoint_error_voxels(coordinate_maps[i], exact[i], fixed[0]),
+                "dice_ceiling": metrics.dice(ceiling[i] > DICE_THRESHOLD, fixed),
+            })
+        rows.append(row)
     return rows
 
 
@@ -223,9 +279,10 @@ def _write_csv(path: PathLike, frame: pd.DataFrame) -> None:
 
 
 def evaluate_retina(method: str, model: PathLike | None, tests: Sequence[PathLike], table: PathLike,
-                    examples: PathLike, settings: dict[str, Any]) -> None:
-    """Dice before/after and % folds for every pair of every test set; test sets are named
-    ``<split>_<condition>.npz``."""
+                    examples: PathLike, settings: dict[str, Any], train_condition: str, seed: int) -> None:
+    """Dice before/after, % folds and (synthetic pairs) endpoint errors for every pair of every
+    test set; test sets are named ``<split>_<condition>.npz``. Every row names its run (method,
+    train condition, seed) and test set, so the file says what it is."""
     net = load_network(method, model, 2, settings)
     rows, example_arrays = [], {}
     for test in tests:
@@ -233,32 +290,39 @@ def evaluate_retina(method: str, model: PathLike | None, tests: Sequence[PathLik
         split, condition = name.split("_", 1)
         pairs = load_pairs(test)
         maps = register_pairs(net, pairs["moving"], pairs["fixed"])
-        rows += [{"test_set": split, "test_condition": condition, **row} for row in _dice_rows(pairs, maps)]
+        rows += [{"method": method, "train_condition": train_condition, "seed": seed, "test_set": split,
+                  "test_condition": condition, **row} for row in _dice_rows(pairs, maps)]
         example_arrays.update({f"{name}/{k}": v for k, v in _examples(pairs, maps).items()})
     _write_csv(table, pd.DataFrame(rows))
     save_pairs(examples, **example_arrays)
 
 
 def evaluate_lung(method: str, model: PathLike | None, test: PathLike, table: PathLike,
-                  examples: PathLike, settings: dict[str, Any]) -> None:
-    """mTRE in mm (before / after) and % folds per lung pair."""
+                  examples: PathLike, settings: dict[str, Any], seed: int) -> None:
+    """mTRE in mm (before / after) and % folds per lung pair; every row names its method and seed."""
     pairs = load_pairs(test)
     net = load_network(method, model, 3, settings)
     maps = register_pairs(net, pairs["moving"], pairs["fixed"])
     shape = pairs["moving"].shape[2:]
-    rows = []
-    for i in range(len(maps)):
-        fixed_points, moving_points = pairs["fixed_landmarks"][i], pairs["moving_landmarks"][i]
-        phi = _grid_transform(maps[i:i + 1])
-        spacing = np.broadcast_to(pairs["spacing"], (len(maps), len(shape)))[i]
-        after = metrics.landmark_errors_mm(phi, fixed_points, moving_points, shape, shape, spacing)
-        before = metrics.unregistered_errors_mm(fixed_points, moving_points, spacing)
-        rows.append({"pair": i, "mtre_before_mm": float(before.mean()), "mtre_mm": float(after.mean()),
-                     "folds_percent": metrics.fold_percentage(maps[i:i + 1])})
-    _write_csv(table, pd.DataFrame(rows))
+    _write_csv(table, pd.DataFrame([{"method": method, "seed": seed, **row} for row in _lung_rows(pairs, maps)]))
     middle = shape[0] // 2
     example = _examples(pairs, maps)
     save_pairs(examples, **{k: v[middle] for k, v in example.items()})
+
+
+def _lung_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor) -> list[dict[str, float]]:
+    """Per pair: mTRE in mm before and after, and % folds."""
+    shape = pairs["moving"].shape[2:]
+    rows = []
+    for i in range(len(coordinate_maps)):
+        fixed_points, moving_points = pairs["fixed_landmarks"][i], pairs["moving_landmarks"][i]
+        phi = _grid_transform(coordinate_maps[i:i + 1])
+        spacing = np.broadcast_to(pairs["spacing"], (len(coordinate_maps), len(shape)))[i]
+        after = metrics.landmark_errors_mm(phi, fixed_points, moving_points, shape, shape, spacing)
+        before = metrics.unregistered_errors_mm(fixed_points, moving_points, spacing)
+        rows.append({"pair": i, "mtre_before_mm": float(before.mean()), "mtre_mm": float(after.mean()),
+                     "folds_percent": metrics.fold_percentage(coordinate_maps[i:i + 1])})
+    return rows
 
 
 def _grid_transform(coordinate_map: torch.Tensor):
@@ -291,8 +355,8 @@ def shift_sweep(method: str, model: PathLike | None, table: PathLike, settings: 
         stacked = PairSet.stack(pairs).arrays()
         maps = register_pairs(net, stacked["moving"], stacked["fixed"])
         for shift, row in zip(sweep["shifts"], _dice_rows(stacked, maps)):
-            rows.append({"shift_px": shift / retina["pool"], "pair": k, "dice_before": row["dice_before"],
-                         "dice": row["dice"]})
+            rows.append({"method": method, "shift_px": shift / retina["pool"], "pair": k,
+                         "dice_before": row["dice_before"], "dice": row["dice"]})
     _write_csv(table, pd.DataFrame(rows))
 
 

@@ -55,14 +55,34 @@ def retina_violin(directory: Path) -> plt.Figure:
 
 
 def shift_sweep(directory: Path) -> plt.Figure:
-    """Dice against shift magnitude: each method's capture radius."""
+    """Dice against shift magnitude: each method's capture radius, with its 95 % band over pairs."""
     sweep = tables.read(directory, "shift_sweep")
     figure, axis = plt.subplots(figsize=(6, 4))
     sns.lineplot(data=sweep, x="shift_px", y="dice", hue="method", marker="o", ax=axis)
+    colours = {line.get_label(): line.get_color() for line in axis.get_lines()}
+    for method, curve in sweep.groupby("method"):
+        axis.fill_between(curve.shift_px, curve.dice_ci_low, curve.dice_ci_high, alpha=0.15, linewidth=0,
+                          color=colours.get(method))
     before = sweep.groupby("shift_px")["dice_before"].mean()
     axis.plot(before.index, before.values, "k--", label="unregistered")
     axis.set(xlabel="vertical shift of the fixed image (pixels at network resolution)", ylabel="Dice", ylim=(0, 1))
     axis.legend(fontsize="small")
+    return figure
+
+
+def learning_curves(directory: Path) -> plt.Figure:
+    """Validation Dice (retina) and mTRE (lung) against training step, per method and train condition."""
+    curves = tables.read(directory, "learning_curves")
+    panels = [(e, score) for e, score in (("retina", "val_dice"), ("lung", "val_mtre_mm"))
+              if score in curves and curves[curves.experiment == e][score].notna().any()]
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for axis, (experiment, score) in zip(axes[0], panels):
+        data = curves[curves.experiment == experiment].copy()
+        data["train"] = data.train_condition.map(CONDITION_NAMES)
+        sns.lineplot(data=data, x="step", y=score, hue="method", style="train", marker="o", markersize=3, ax=axis)
+        axis.set(xlabel="training step", title=experiment,
+                 ylabel="validation Dice" if score == "val_dice" else "validation mTRE (mm)")
+        axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     return figure
 
 
@@ -138,6 +158,7 @@ def draw(name: str, directory: str | Path, png: str | Path, pdf: str | Path, *, 
     makers: dict[str, Callable[[], plt.Figure]] = {
         "retina_violin": lambda: retina_violin(directory),
         "shift_sweep": lambda: shift_sweep(directory),
+        "learning_curves": lambda: learning_curves(directory),
         "landscape": lambda: landscape(directory),
         "toy1d": lambda: toy1d(directory),
         "qualitative_retina": lambda: qualitative_retina(retina_examples),

@@ -16,52 +16,77 @@ import pandas as pd
 
 from equireg.files import write_text
 from equireg.landscape import basin_width
+from equireg.uncertainty import bootstrap_ci
 
 FLOAT_FORMAT = "%.6g"
 
 
-def _run_keys(path: str, pattern: str) -> dict[str, Any]:
-    match = re.search(pattern, Path(path).as_posix())
-    if not match:
-        raise ValueError(f"{path}: result file name does not match {pattern}")
-    return match.groupdict()
+RETINA_KEYS = ["method", "train_condition", "seed", "test_set", "test_condition", "pair"]
+#: per-pair measurements of a retina run; the endpoint errors and the ceiling exist for synthetic pairs
+RETINA_VALUES = ["dice_before", "dice", "folds_percent", "epe_px", "epe_vessels_px", "dice_ceiling"]
 
 
-def _concat(paths: Iterable[str], pattern: str) -> pd.DataFrame:
-    frames = [pd.read_csv(path).assign(**_run_keys(path, pattern)) for path in paths]
+def _read_runs(paths: Iterable[str], keys: list[str]) -> pd.DataFrame:
+    """Per-run result files stacked; each must name its run in the ``keys`` columns."""
+    frames = []
+    for path in paths:
+        frame = pd.read_csv(path)
+        missing = [key for key in keys if key not in frame.columns]
+        if missing:
+            raise ValueError(f"{path}: result file lacks the columns {missing} that say which run it is")
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
 def retina_pairs(paths: Iterable[str]) -> pd.DataFrame:
     """Every retina test pair of every run, with its method, train condition and seed."""
-    runs = _concat(paths, r"/(?P<method>[^/]+)/(?P<train_condition>[^/]+)/seed(?P<seed>\d+)\.csv$")
-    keys = ["method", "train_condition", "seed", "test_set", "test_condition", "pair"]
-    return runs[keys + ["dice_before", "dice", "folds_percent"]].sort_values(keys, ignore_index=True)
+    runs = _read_runs(paths, RETINA_KEYS)
+    values = [c for c in RETINA_VALUES if c in runs.columns]
+    return runs[RETINA_KEYS + values].sort_values(RETINA_KEYS, ignore_index=True)
+
+
+def _interval(values: pd.Series) -> pd.Series:
+    low, high = bootstrap_ci(values.dropna().to_numpy()) if values.notna().any() else (np.nan, np.nan)
+    return pd.Series({"low": low, "high": high})
 
 
 def retina(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean Dice (and spread over pairs and seeds), unregistered Dice and % folds per
-    method x train condition x test set x test condition, from :func:`retina_pairs`."""
+    """Per method x train condition x test set x test condition, from :func:`retina_pairs`: mean
+    Dice with its spread over pairs and seeds and a bootstrap 95 % interval over pairs, the
+    unregistered Dice, % folds, and for synthetic pairs the endpoint errors (px, whole image and
+    vessels, with the vessels' interval) and the Dice ceiling of the exact map."""
     keys = ["method", "train_condition", "test_set", "test_condition"]
-    table = runs.groupby(keys, sort=True).agg(
-        dice=("dice", "mean"), dice_std=("dice", "std"), dice_before=("dice_before", "mean"),
-        folds_percent=("folds_percent", "mean"), pairs=("dice", "size")).reset_index()
-    return table.fillna({"dice_std": 0.0})
+    columns = {"dice": ("dice", "mean"), "dice_std": ("dice", "std"), "dice_before": ("dice_before", "mean"),
+               "folds_percent": ("folds_percent", "mean"), "pairs": ("dice", "size")}
+    for name in ("epe_px", "epe_vessels_px", "dice_ceiling"):
+        if name in runs.columns:
+            columns[name] = (name, "mean")
+    table = runs.groupby(keys, sort=True).agg(**columns).reset_index().fillna({"dice_std": 0.0})
+    for column in ["dice"] + (["epe_vessels_px"] if "epe_vessels_px" in runs else []):
+        table = _with_interval(runs, keys, column, table)
+    return table
+
+
+def _with_interval(runs: pd.DataFrame, keys: list[str], column: str, table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (grouped by ``keys``, sorted) with the bootstrap 95 % interval of ``column``'s mean."""
+    ci = runs.groupby(keys, sort=True)[column].apply(_interval).unstack().reset_index(drop=True)
+    return table.assign(**{f"{column}_ci_low": ci["low"].to_numpy(), f"{column}_ci_high": ci["high"].to_numpy()})
 
 
 def shift_sweep(paths: Iterable[str]) -> pd.DataFrame:
-    """Mean Dice per method and shift magnitude."""
-    runs = _concat(paths, r"/(?P<method>[^/]+)\.csv$")
-    return runs.groupby(["method", "shift_px"], sort=True).agg(
-        dice=("dice", "mean"), dice_before=("dice_before", "mean")).reset_index()
+    """Mean Dice (with its 95 % interval over pairs) per method and shift magnitude."""
+    runs = _read_runs(paths, ["method", "shift_px", "pair"])
+    keys = ["method", "shift_px"]
+    table = runs.groupby(keys, sort=True).agg(dice=("dice", "mean"), dice_before=("dice_before", "mean")).reset_index()
+    return _with_interval(runs, keys, "dice", table)
 
 
 def equivariance(paths: Iterable[str]) -> pd.DataFrame:
     """[U,U] and [W,U] errors (voxels) per method."""
     rows = []
     for path in paths:
-        method = Path(path).stem
         measured = json.loads(Path(path).read_text())
+        method = measured["method"]
         for case in ("UU", "WU"):
             rows.append({"method": method, "case": f"[{case[0]},{case[1]}]",
                          "median_error_vox": measured[case]["median"], "p95_error_vox": measured[case]["p95"]})
@@ -69,11 +94,44 @@ def equivariance(paths: Iterable[str]) -> pd.DataFrame:
 
 
 def lung(paths: Iterable[str]) -> pd.DataFrame:
-    """mTRE (mm) before and after registration, and % folds, per method."""
-    runs = _concat(paths, r"/(?P<method>[^/]+)/seed(?P<seed>\d+)\.csv$")
-    return runs.groupby("method", sort=True).agg(
+    """mTRE (mm, with its 95 % interval over pairs and seeds) before and after registration, and
+    % folds, per method."""
+    runs = _read_runs(paths, ["method", "seed", "pair"])
+    table = runs.groupby("method", sort=True).agg(
         mtre_mm=("mtre_mm", "mean"), mtre_before_mm=("mtre_before_mm", "mean"),
         folds_percent=("folds_percent", "mean"), pairs=("mtre_mm", "size")).reset_index()
+    return _with_interval(runs, ["method"], "mtre_mm", table)
+
+
+CURVE_KEYS = ["experiment", "method", "train_condition", "seed"]
+#: a run has reached its plateau if its validation Dice rose by at most this over its last quarter
+PLATEAU_GAIN = 0.01
+
+
+def learning_curves(paths: Iterable[str]) -> pd.DataFrame:
+    """Every validation point of every training run (the runs' ``curves/`` files)."""
+    runs = _read_runs(paths, CURVE_KEYS + ["step"])
+    return runs.sort_values(CURVE_KEYS + ["step"], ignore_index=True)
+
+
+def plateau(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per training run: its steps, final validation score and the gain over its last 25 % of
+    steps (score at the end minus the last score at or before 75 % of the steps). Retina runs
+    score Dice (higher is better) and are judged against ``PLATEAU_GAIN``; lung runs score mTRE
+    in mm, shown as its decrease and not judged (no threshold is established for it)."""
+    rows = []
+    for keys, run in curves.groupby(CURVE_KEYS, sort=True):
+        run = run.sort_values("step")
+        score = "val_dice" if run.get("val_dice", pd.Series(dtype=float)).notna().any() else "val_mtre_mm"
+        steps = int(run["step"].iloc[-1])
+        earlier = run[run["step"] <= 0.75 * steps]
+        final = float(run[score].iloc[-1])
+        start = float(earlier[score].iloc[-1]) if not earlier.empty else float("nan")
+        gain = final - start if score == "val_dice" else start - final
+        rows.append({**dict(zip(CURVE_KEYS, keys)), "steps": steps, "score": score, "final": final,
+                     "gain_last_quarter": gain,
+                     "plateau": ("yes" if gain <= PLATEAU_GAIN else "no") if score == "val_dice" else "not judged"})
+    return pd.DataFrame(rows)
 
 
 def toy1d(path: str) -> pd.DataFrame:
@@ -135,6 +193,9 @@ def write_all(inputs: Any, directory: str | Path) -> None:
     pairs = retina_pairs(inputs.retina)
     write_table(pairs, directory, "retina_pairs")
     write_table(retina(pairs), directory, "retina")
+    curves = learning_curves(inputs.curves)
+    write_table(curves, directory, "learning_curves")
+    write_table(plateau(curves), directory, "plateau")
     write_table(shift_sweep(inputs.shift_sweep), directory, "shift_sweep")
     write_table(equivariance(inputs.equivariance), directory, "equivariance")
     write_table(lung(inputs.lung), directory, "lung")

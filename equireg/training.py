@@ -130,8 +130,14 @@ def train(
     fingerprint: str | None = None,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
+    validate: Callable[[nn.Module], dict[str, float]] | None = None,
+    validate_every: int = 0,
 ) -> list[dict[str, float]]:
     """Train ``net`` through ``stages``; resume from ``directory/checkpoint.pt`` if present.
+
+    With ``validate``, every ``validate_every`` steps and after the last one the network (in eval
+    mode, without gradients) is scored on held-out pairs and the scores join that step's log row:
+    the learning curve. Validation draws no random numbers, so it does not change the training.
 
     ``net`` is moved to ``device`` (a :mod:`equireg.devices` setting) and its convolutions run in
     ``precision`` ("fp32" or "bf16"); batches are moved there step by step. A checkpoint written
@@ -204,6 +210,8 @@ def train(
             optimizer.step()
             step += 1
             row = {"stage": index, "step": step, **{k: float(torch.as_tensor(v).detach()) for k, v in terms.items()}}
+            if validate is not None and (step % max(1, validate_every) == 0 or step == total):
+                row.update(_validated(net, validate))
             rows.append(row)
             bar.update(1)
             bar.set_postfix(stage=index, loss=f"{row['loss']:.4f}")
@@ -214,6 +222,15 @@ def train(
     if not stages or total == 0:
         _write_log(directory / "log.csv", rows)
     return rows
+
+
+def _validated(net: nn.Module, validate: Callable[[nn.Module], dict[str, float]]) -> dict[str, float]:
+    net.eval()
+    try:
+        with torch.no_grad():
+            return {key: float(value) for key, value in validate(net).items()}
+    finally:
+        net.train()
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

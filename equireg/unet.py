@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from equireg import devices
 
 DOWN_CHANNELS = (16, 32, 64, 256, 512)
 UP_CHANNELS = (16, 32, 64, 128, 256)
@@ -48,11 +47,14 @@ def _match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 class TallUNet2(nn.Module):
     """ICON's ``tallUNet2``: ``forward(moving, fixed) -> displacement [B, dimension, *S]``.
 
-    ``precision`` ("fp32" or "bf16", see :func:`equireg.devices.set_precision`) is the precision
-    of its convolutions; the displacement it returns is float32 either way.
+    It stays float32 in bf16 runs (it has no ``precision`` for :func:`equireg.devices.set_precision`
+    to set): measured on an AMX Xeon (one thread, batch 4, ``benchmarks/train_step.py``), a GradICON
+    step in bf16 with channels-last took 0.97 s against 0.71 s in fp32 at 98x70 and gained only
+    1.18x at 196x141, 0.94x in 3-D at 48³. Its convolutions have few channels (16-64) on the large
+    maps, where they are memory-bound, and many (256-512) only on maps of a few voxels, so bf16
+    barely speeds up their backward; what it adds costs more: casting 14 M weights per call (a
+    fifth of the step) and channels-last BatchNorm backward (6x slower than in fp32).
     """
-
-    precision = "fp32"
 
     def __init__(self, dimension: int, input_channels: int = 1):
         super().__init__()
@@ -89,10 +91,6 @@ class TallUNet2(nn.Module):
             # 3-D average pooling cannot pool a 1-voxel axis, which the 5th level would meet
             raise ValueError(f"TallUNet2 in 3-D needs every spatial axis >= {MIN_SIZE_3D} voxels, "
                              f"got {tuple(x.shape[2:])}")
-        with devices.convolutions(self.precision, x) as layout:
-            return self._layers(layout).to(x.dtype).contiguous()
-
-    def _layers(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for down_conv in self.downConvs:
             skips.append(x)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from equireg import claims, tables
@@ -57,12 +58,16 @@ def test_mid_pixel_offsets_sample_the_slope_between_pixels():
 
 
 def _tables(directory, carl_shift_dice=0.50, twostep_width=0.3):
-    retina = pd.DataFrame([
-        {"method": m, "train_condition": "none", "test_set": "test", "test_condition": c, "dice": d,
-         "dice_std": 0.0, "dice_before": b, "folds_percent": 0.0, "pairs": 4}
+    """Claim tables built the workflow's way: per-pair rows (4 pairs around each mean) -> retina."""
+    spread = np.array([-0.02, -0.01, 0.01, 0.02])
+    pairs = pd.DataFrame([
+        {"method": m, "train_condition": "none", "seed": 0, "test_set": "test", "test_condition": c, "pair": i,
+         "dice_before": b, "dice": d + spread[i], "folds_percent": 0.0}
         for m, c, d, b in [("gradicon", "none", 0.70, 0.3), ("gradicon", "shift", 0.20, 0.1),
-                           ("carl", "none", 0.52, 0.3), ("carl", "shift", carl_shift_dice, 0.1)]])
-    tables.write_table(retina, directory, "retina")
+                           ("carl", "none", 0.52, 0.3), ("carl", "shift", carl_shift_dice, 0.1)]
+        for i in range(4)])
+    tables.write_table(pairs, directory, "retina_pairs")
+    tables.write_table(tables.retina(pairs), directory, "retina")
     tables.write_table(pd.DataFrame([{"transform": "translation", "basin_width": 0.08},
                                      {"transform": "twostep", "basin_width": twostep_width}]), directory, "landscape")
     tables.write_table(pd.DataFrame([{"max_error": 0.001, "points": 10}]), directory, "toy1d")
@@ -71,17 +76,23 @@ def _tables(directory, carl_shift_dice=0.50, twostep_width=0.3):
         for m, c, v in [("carl", "[U,U]", 0.2), ("carl", "[W,U]", 0.3), ("gradicon", "[U,U]", 0.5),
                         ("gradicon", "[W,U]", 16.0)]]), directory, "equivariance")
     tables.write_table(pd.DataFrame([{"method": "gradicon", "mtre_mm": 2.0, "mtre_before_mm": 5.0,
-                                      "folds_percent": 0.0, "pairs": 1}]), directory, "lung")
+                                      "folds_percent": 0.0, "pairs": 1, "mtre_mm_ci_low": 1.8,
+                                      "mtre_mm_ci_high": 2.2}]), directory, "lung")
+    curves = pd.DataFrame([{"experiment": "retina", "method": m, "train_condition": "none", "seed": 0, "step": step,
+                            "val_dice": 0.6 - 0.3 / step} for m in ("carl", "gradicon") for step in (10, 20, 30, 40)])
+    tables.write_table(tables.plateau(curves), directory, "plateau")
 
 
 def test_claims_pass_and_fail_on_the_numbers(tmp_path):
     _tables(tmp_path)
-    assert [c.passed for c in claims.check_all(tmp_path)] == [True] * 6
+    assert [c.passed for c in claims.check_all(tmp_path)] == [True] * 7
     _tables(tmp_path, carl_shift_dice=0.30, twostep_width=0.1)
     results = [c.passed for c in claims.check_all(tmp_path)]
-    assert results == [True, False, False, True, True, True]
+    assert results == [True, False, False, True, True, True, True]
     text = claims.render(claims.check_all(tmp_path))
     assert text.count("FAIL") == 2 and "| 3 |" in text
+    # the retina claims state intervals and the paired test on the same pairs
+    assert "0.700 [0.685, 0.715]" in text and "Wilcoxon p = 0.12, n = 4" in text
 
 
 def test_missing_rows_make_a_claim_fail_not_vanish(tmp_path):
@@ -91,3 +102,21 @@ def test_missing_rows_make_a_claim_fail_not_vanish(tmp_path):
                                       "folds_percent": 0.0, "pairs": 1}]), tmp_path, "retina")
     first = claims.check_all(tmp_path)[0]
     assert not first.passed and "not measured" in first.measured
+
+
+def test_plateau_is_the_gain_over_the_last_quarter_of_the_steps():
+    steps = [25, 50, 75, 100]
+    curves = pd.DataFrame(
+        [{"experiment": "retina", "method": "rising", "train_condition": "none", "seed": 0, "step": s,
+          "val_dice": 0.1 * s / 25} for s in steps]
+        + [{"experiment": "retina", "method": "flat", "train_condition": "none", "seed": 0, "step": s,
+            "val_dice": 0.5 + 0.001 * s / 25} for s in steps]
+        + [{"experiment": "lung", "method": "gradicon", "train_condition": "none", "seed": 0, "step": s,
+            "val_mtre_mm": 5 - s / 25} for s in steps])
+    table = tables.plateau(curves).set_index("method")
+    assert table.loc["rising", "gain_last_quarter"] == pytest.approx(0.1) and table.loc["rising", "plateau"] == "no"
+    assert table.loc["flat", "gain_last_quarter"] == pytest.approx(0.001) and table.loc["flat", "plateau"] == "yes"
+    assert table.loc["gradicon", "gain_last_quarter"] == pytest.approx(1.0)  # mTRE fell by 1 mm
+    assert table.loc["gradicon", "plateau"] == "not judged"
+    claim = claims.claim_plateau(tables.plateau(curves))
+    assert not claim.passed and "rising/none/seed0 +0.100 (100 steps)" in claim.measured

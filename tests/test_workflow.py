@@ -62,10 +62,10 @@ def test_smoke_preset_runs_end_to_end_and_reproduces(tmp_path):
         outputs.append(directory / "results" / "smoke")
     first, second = outputs
     assert (first / "claims.md").read_text().count("| ") > 6
-    for name in ("retina", "shift_sweep", "equivariance", "lung", "toy1d", "landscape"):
+    for name in ("retina", "shift_sweep", "equivariance", "lung", "toy1d", "landscape", "learning_curves", "plateau"):
         for ext in ("csv", "md", "tex"):
             assert (first / "tables" / f"{name}.{ext}").read_bytes() == (second / "tables" / f"{name}.{ext}").read_bytes()
-    for figure in ("retina_violin", "shift_sweep", "landscape", "toy1d", "qualitative_retina", "qualitative_lung",
+    for figure in ("retina_violin", "learning_curves", "shift_sweep", "landscape", "toy1d", "qualitative_retina", "qualitative_lung",
                    "vessel_masks"):
         assert (first / "figures" / f"{figure}.png").stat().st_size > 1000
         assert (first / "figures" / f"{figure}.pdf").exists()

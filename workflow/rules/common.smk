@@ -99,6 +99,23 @@ if (LANDSCAPE["method"], "none") not in retina_runs():
     )
 
 
+def learning_curve_files():
+    """The validation curve of every training run, retina and lung."""
+    retina = [
+        f"{RESULTS}/curves/retina/{m}/{c}/seed{s}.csv"
+        for m, c in retina_runs()
+        if m in TRAINED
+        for s in SEEDS
+    ]
+    lung = [
+        f"{RESULTS}/curves/lung/{m}/seed{s}.csv"
+        for m in LUNG["methods"]
+        if m in TRAINED
+        for s in SEEDS
+    ]
+    return retina + lung
+
+
 def retina_methods():
     return list(dict.fromkeys(RETINA["methods"] + RETINA["ablations"]))
 
@@ -106,6 +123,8 @@ def retina_methods():
 TABLES = [
     "retina",
     "retina_pairs",
+    "learning_curves",
+    "plateau",
     "shift_sweep",
     "equivariance",
     "lung",
@@ -114,6 +133,7 @@ TABLES = [
 ]
 FIGURES = [
     "retina_violin",
+    "learning_curves",
     "shift_sweep",
     "landscape",
     "toy1d",
@@ -139,6 +159,22 @@ def tables_directory(wildcards, input):
     return os.path.dirname(input.tables[0])
 
 
+# results/reference/ is the default preset's committed copy: a run compares itself with it
+# (reproduction.md) and overwrites it only when asked to (--config refresh_reference=true)
+REFERENCE_PRESET = "default"
+REFRESH_ASKED = str(config["refresh_reference"]).lower() == "true"
+REFRESH_REFERENCE = PRESET == REFERENCE_PRESET and REFRESH_ASKED
+if REFRESH_ASKED and not REFRESH_REFERENCE:
+    raise WorkflowError(
+        f"config key 'refresh_reference': results/reference/ holds the {REFERENCE_PRESET!r} "
+        f"preset; preset {PRESET!r} cannot refresh it"
+    )
+
+
 def reference_outputs():
-    """results/reference/ is the default preset's copy, refreshed only by that preset."""
-    return ["results/reference/claims.md"] if PRESET == "default" else []
+    """What rule all asks of the reference: a refresh, or the comparison with it."""
+    if REFRESH_REFERENCE:
+        return ["results/reference/claims.md"]
+    if PRESET == REFERENCE_PRESET:
+        return [f"{RESULTS}/reproduction.md"]
+    return []

@@ -7,7 +7,7 @@ rule lung_data:
     log:
         f"{RESULTS}/logs/lung_data/{{split}}.log",
     wildcard_constraints:
-        split="train|test",
+        split="train|val|test",
     conda:
         ENV
     params:
@@ -19,9 +19,11 @@ rule lung_data:
 
 rule train_lung:
     input:
-        f"{RESULTS}/data/lung/train.npz",
+        train=f"{RESULTS}/data/lung/train.npz",
+        val=f"{RESULTS}/data/lung/val.npz",
     output:
-        f"{RESULTS}/models/lung/{{method}}/seed{{seed}}.pt",
+        model=f"{RESULTS}/models/lung/{{method}}/seed{{seed}}.pt",
+        curve=f"{RESULTS}/curves/lung/{{method}}/seed{{seed}}.csv",
     log:
         f"{RESULTS}/logs/train_lung/{{method}}_seed{{seed}}.log",
     benchmark:
@@ -35,6 +37,12 @@ rule train_lung:
         settings=lambda wc: method_settings(wc.method, LUNG),
         batch_size=2,
         checkpoints=lambda wc: f"{RESULTS}/checkpoints/lung/{wc.method}/seed{wc.seed}",
+        run=lambda wc: {
+            "experiment": "lung",
+            "method": wc.method,
+            "train_condition": "none",
+            "seed": int(wc.seed),
+        },
     script:
         "../scripts/train.py"
 

@@ -8,7 +8,7 @@ rule retina_data:
     log:
         f"{RESULTS}/logs/retina_data/{{split}}_{{condition}}.log",
     wildcard_constraints:
-        split="train|test|real",
+        split="train|val|test|real",
         condition="none|shift|shift_scale",
     conda:
         ENV
@@ -21,9 +21,11 @@ rule retina_data:
 
 rule train_retina:
     input:
-        f"{RESULTS}/data/retina/train_{{condition}}.npz",
+        train=f"{RESULTS}/data/retina/train_{{condition}}.npz",
+        val=f"{RESULTS}/data/retina/val_{{condition}}.npz",
     output:
-        f"{RESULTS}/models/retina/{{method}}/{{condition}}/seed{{seed}}.pt",
+        model=f"{RESULTS}/models/retina/{{method}}/{{condition}}/seed{{seed}}.pt",
+        curve=f"{RESULTS}/curves/retina/{{method}}/{{condition}}/seed{{seed}}.csv",
     log:
         f"{RESULTS}/logs/train_retina/{{method}}_{{condition}}_seed{{seed}}.log",
     benchmark:
@@ -37,6 +39,12 @@ rule train_retina:
         settings=lambda wc: method_settings(wc.method),
         batch_size=RETINA["batch_size"],
         checkpoints=lambda wc: f"{RESULTS}/checkpoints/retina/{wc.method}/{wc.condition}/seed{wc.seed}",
+        run=lambda wc: {
+            "experiment": "retina",
+            "method": wc.method,
+            "train_condition": wc.condition,
+            "seed": int(wc.seed),
+        },
     script:
         "../scripts/train.py"
 

@@ -10,4 +10,5 @@ experiments.evaluate_lung(
     snakemake.output.table,
     snakemake.output.examples,
     snakemake.params.settings,
+    seed=int(snakemake.wildcards.seed),
 )

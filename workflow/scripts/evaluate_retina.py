@@ -10,4 +10,6 @@ experiments.evaluate_retina(
     snakemake.output.table,
     snakemake.output.examples,
     snakemake.params.settings,
+    train_condition=snakemake.wildcards.condition,
+    seed=int(snakemake.wildcards.seed),
 )

@@ -1,0 +1,122 @@
+"""Did this run reproduce the reference? Every headline number of the committed reference beside
+this run's, the difference, and whether it lies within a tolerance taken from the data.
+
+Tolerances come from measured spread, never from a guess: with several seeds, twice the
+seed-to-seed standard deviation of this run's means; with one seed, the half-width of the
+reference's 95 % bootstrap interval over test pairs (how well a mean over these pairs is
+determined at all). A number without a measured spread (equivariance, basin widths) is shown but
+not judged. The report never fails a run: it tells the user what they reproduced.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from equireg import tables
+from equireg.files import write_text
+
+#: retina headline: Dice of models trained on not-shifted pairs, on these test conditions
+RETINA_TESTS = ("none", "shift")
+
+
+def _seed_std(pairs: pd.DataFrame | None, keys: dict[str, str], value: str) -> float:
+    """Standard deviation over seeds of the per-seed mean of ``value`` (NaN with one seed)."""
+    if pairs is None or "seed" not in pairs:
+        return float("nan")
+    rows = pairs
+    for column, wanted in keys.items():
+        rows = rows[rows[column] == wanted]
+    means = rows.groupby("seed")[value].mean()
+    return float(means.std()) if len(means) > 1 else float("nan")
+
+
+def _half_width(row: pd.Series, value: str) -> float:
+    low, high = row.get(f"{value}_ci_low"), row.get(f"{value}_ci_high")
+    return float((high - low) / 2) if low is not None and high is not None else float("nan")
+
+
+def _optional(directory: Path, name: str) -> pd.DataFrame | None:
+    return tables.read(directory, name) if (directory / f"{name}.csv").exists() else None
+
+
+def headlines(directory: str | Path) -> pd.DataFrame:
+    """The headline numbers of one run's tables: ``quantity``, ``value``, ``seed_std`` and
+    ``ci_half_width`` (NaN where not measured)."""
+    directory = Path(directory)
+    rows = []
+    retina, pairs = _optional(directory, "retina"), _optional(directory, "retina_pairs")
+    if retina is not None:
+        chosen = retina[(retina.train_condition == "none") & (retina.test_set == "test")
+                        & retina.test_condition.isin(RETINA_TESTS)]
+        for row in chosen.itertuples(index=False):
+            series = pd.Series(row._asdict())
+            keys = {"method": row.method, "train_condition": "none", "test_set": "test",
+                    "test_condition": row.test_condition}
+            rows.append({"quantity": f"retina Dice, {row.method}, test {row.test_condition}", "value": row.dice,
+                         "seed_std": _seed_std(pairs, keys, "dice"), "ci_half_width": _half_width(series, "dice")})
+    lung = _optional(directory, "lung")
+    if lung is not None:
+        for _, row in lung.iterrows():
+            rows.append({"quantity": f"lung mTRE (mm), {row.method}", "value": row.mtre_mm, "seed_std": np.nan,
+                         "ci_half_width": _half_width(row, "mtre_mm")})
+    equivariance = _optional(directory, "equivariance")
+    if equivariance is not None:
+        for row in equivariance[equivariance.case == "[W,U]"].itertuples(index=False):
+            rows.append({"quantity": f"[W,U] median error (voxels), {row.method}", "value": row.median_error_vox,
+                         "seed_std": np.nan, "ci_half_width": np.nan})
+    landscape = _optional(directory, "landscape")
+    if landscape is not None:
+        for row in landscape.itertuples(index=False):
+            rows.append({"quantity": f"basin width, {row.transform}", "value": row.basin_width,
+                         "seed_std": np.nan, "ci_half_width": np.nan})
+    return pd.DataFrame(rows, columns=["quantity", "value", "seed_std", "ci_half_width"])
+
+
+def compare(reference: str | Path, run: str | Path) -> pd.DataFrame:
+    """Reference and run headline numbers side by side with difference, tolerance and verdict."""
+    ours = headlines(run).set_index("quantity")
+    theirs = headlines(reference).set_index("quantity")
+    rows = []
+    for quantity in theirs.index:
+        expected = theirs.loc[quantity]
+        value = ours["value"].get(quantity, np.nan)
+        seed_std = ours["seed_std"].get(quantity, np.nan)
+        if np.isfinite(seed_std):
+            tolerance, basis = 2 * seed_std, "2 x seed std"
+        elif np.isfinite(expected["ci_half_width"]):
+            tolerance, basis = float(expected["ci_half_width"]), "reference 95 % CI half-width"
+        else:
+            tolerance, basis = np.nan, "no spread measured"
+        difference = value - expected["value"]
+        if not np.isfinite(value):
+            verdict = "missing in this run"
+        elif np.isfinite(tolerance):
+            verdict = "within" if abs(difference) <= tolerance else "OUTSIDE"
+        else:
+            verdict = "not judged"
+        rows.append({"quantity": quantity, "reference": expected["value"], "this_run": value,
+                     "difference": difference, "tolerance": tolerance, "tolerance_from": basis, "result": verdict})
+    return pd.DataFrame(rows)
+
+
+def render(comparison: pd.DataFrame, reference: str | Path) -> str:
+    judged = comparison[comparison.result.isin(["within", "OUTSIDE"])]
+    outside = int((judged.result == "OUTSIDE").sum())
+    summary = (f"{len(judged) - outside} of {len(judged)} judged headline numbers lie within their tolerance"
+               + (f"; {outside} outside." if outside else "."))
+    lines = [f"# Reproduction of `{reference}`", "",
+             "Headline numbers of the committed reference beside this run's. Tolerance: twice the "
+             "seed-to-seed standard deviation of this run (several seeds), else the half-width of the "
+             "reference's 95 % bootstrap interval over test pairs; numbers without a measured spread are "
+             "shown, not judged. Same machine and seed reproduce bit for bit; another CPU model rounds "
+             "float32 differently, and training amplifies it (see README, Reproducibility).", "",
+             summary, "", tables.to_markdown(comparison)]
+    return "\n".join(lines)
+
+
+def write(reference: str | Path, run: str | Path, path: str | Path) -> None:
+    """``reproduction.md`` comparing the tables in ``run`` with those in ``reference``."""
+    write_text(path, render(compare(reference, run), reference))
