@@ -8,6 +8,7 @@ import math
 import os
 import re
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -266,8 +267,8 @@ def _nifti_displacement_bytes(field: sitk.Image, temporary: Path) -> None:
 
     ITK writes vector images with intent 1007 (a generic vector) and refuses to write 1006 from
     SimpleITK. NIfTI displacement vectors are RAS, and ITK turns x and y back to LPS when it reads
-    intent 1006; so x and y are negated here and the intent code is set in the header, and
-    ``sitk.ReadImage`` gives back the LPS field (2-D fields too).
+    intent 1006; so x and y are negated here and the intent code is set in the header:
+    ``sitk.ReadImage`` gives back the LPS field of a 3-D file, :func:`read_displacement` of any.
     """
     array = sitk.GetArrayFromImage(field).astype(np.float32)
     array[..., :2] *= -1
@@ -286,6 +287,48 @@ def _nifti_displacement_bytes(field: sitk.Image, temporary: Path) -> None:
         temporary.write_bytes(gzip.compress(bytes(data), compresslevel=6, mtime=0))
     else:
         temporary.write_bytes(bytes(data))
+
+
+def read_displacement(path: str | os.PathLike) -> sitk.Image:
+    """Read a displacement field written by :func:`write_outputs` (or any vector image) with LPS
+    components, as ``sitk.DisplacementFieldTransform`` takes it.
+
+    3-D NIfTI fields with intent 1006 are what ``sitk.ReadImage`` reads correctly on its own. For
+    2-D ones, ITK (up to SimpleITK 2.5 at least) turns RAS into LPS by negating numbers in strides
+    of three, which scrambles 2-component vectors; so here the file is read as a plain vector image
+    (intent 1007) and x and y are negated explicitly.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: {'no such file' if not path.exists() else 'not a file'}")
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as stream:
+            header = stream.read(348)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ImageError(f"{path}: cannot be read ({error})") from None
+    if len(header) < 348 or header[344:348] != b"n+1\0":
+        return sitk.ReadImage(str(path))
+    order = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
+    dims = struct.unpack(order + "8h", header[40:56])
+    intent = struct.unpack(order + "h", header[_INTENT_CODE_OFFSET:_INTENT_CODE_OFFSET + 2])[0]
+    if intent != NIFTI_INTENT_DISPVECT or dims[3] > 1:
+        return sitk.ReadImage(str(path))
+    with opener(path, "rb") as stream:
+        data = bytearray(stream.read())
+    data[_INTENT_CODE_OFFSET:_INTENT_CODE_OFFSET + 2] = struct.pack(order + "h", 1007)
+    handle, temporary = tempfile.mkstemp(suffix=".nii")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        image = sitk.ReadImage(temporary)
+    finally:
+        os.unlink(temporary)
+    array = sitk.GetArrayFromImage(image)
+    array[..., :2] *= -1  # RAS -> LPS
+    field = sitk.GetImageFromArray(array, isVector=True)
+    field.CopyInformation(image)
+    return field
 
 
 def write_outputs(images: dict[str | os.PathLike, sitk.Image],
