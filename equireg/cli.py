@@ -91,6 +91,12 @@ def _spacing(values: Sequence[float]) -> str:
     return "x".join(f"{v:.4g}" for v in values)
 
 
+def _grid(image: Any) -> str:
+    """``AxB (spacing sxs mm, origin (x, y))``, array-axis order except the ITK origin."""
+    origin = ", ".join(f"{v:.4g}" for v in image.GetOrigin())
+    return f"{_size(image.GetSize()[::-1])} (spacing {_spacing(image.GetSpacing()[::-1])} mm, origin ({origin}))"
+
+
 @dataclass
 class Registration:
     """What registering ``--moving`` to ``--fixed`` produced, on the fixed image's grid."""
@@ -138,16 +144,15 @@ def _register_pair(args: argparse.Namespace) -> Registration:
                    f"size {_size(shape)}", "pass a smaller --shape")
     fixed_image, moving_image = io.read_image(args.fixed), io.read_image(args.moving)
     grid = io.network_grid(fixed_image, shape)
+    # the part of the network grid the fixed image fills; the rest is padding
+    filled = [round((n - 1) * s / g) + 1 for n, s, g in
+              zip(fixed_shape, fixed_image.GetSpacing()[::-1], grid.GetSpacing()[::-1])]
+    padding = f"; the fixed image fills {_size(filled)} of it, padded to keep its aspect ratio" \
+        if list(filled) != list(shape) else ""
     inputs = []
     for name, path, image in (("--moving", args.moving, moving_image), ("--fixed", args.fixed, fixed_image)):
         if not io.same_grid(image, grid):
-            # the part of the grid the fixed image fills; the rest is padding
-            filled = [round((n - 1) * s / g) + 1 for n, s, g in
-                      zip(fixed_image.GetSize()[::-1], fixed_image.GetSpacing()[::-1], grid.GetSpacing()[::-1])]
-            _warn(f"{name} {path}: resampled from {_size(image.GetSize()[::-1])} (spacing "
-                  f"{_spacing(image.GetSpacing()[::-1])} mm) to the network grid {_size(shape)} (spacing "
-                  f"{_spacing(grid.GetSpacing()[::-1])} mm; the fixed image fills {_size(filled)}, "
-                  f"padded to keep its aspect ratio)")
+            _warn(f"{name} {path}: resampled from {_grid(image)} to the network grid {_grid(grid)}{padding}")
         inputs.append(io.to_tensor(io.resample_to(image, grid)))
     with torch.no_grad():
         phi = _run_network(net, args.method, *inputs)
@@ -255,7 +260,7 @@ def _check_landmarks(path: Path, points: np.ndarray, image: Path, shape, geometr
         rows = ", ".join(str(i + 1) for i in np.flatnonzero(outside)[:5])
         raise ValueError(f"{path}: {int(outside.sum())} of {len(points)} landmarks (rows {rows}"
                          f"{', ...' if outside.sum() > 5 else ''}) lie outside {image}; landmarks are "
-                         "physical points (x y z in mm) in the images' frame")
+                         f"physical points ({' '.join('xyz'[:points.shape[1]])} in mm) in the images' frame")
     return index
 
 

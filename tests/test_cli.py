@@ -251,7 +251,7 @@ def test_resampling_pads_to_keep_the_aspect_ratio_and_warns(tmp_path, monkeypatc
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert "--fixed" in captured.err and "257x221" in captured.err and "98x70" in captured.err
-    assert "fills 81x70" in captured.err and summary["resampled"]
+    assert "fills 81x70 of it, padded" in captured.err and summary["resampled"]
     spacing = summary["network_spacing_mm"]
     assert spacing[0] == pytest.approx(spacing[1]) == pytest.approx(220 / 69)
     network_input = seen[0][0, 0]

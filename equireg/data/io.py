@@ -216,7 +216,7 @@ def physical_to_index(points_xyz: np.ndarray, origin, spacing, direction) -> np.
     dimension = len(origin)
     matrix = np.asarray(direction, dtype=np.float64).reshape(dimension, dimension) * np.asarray(spacing)
     index_xyz = (np.asarray(points_xyz, dtype=np.float64) - np.asarray(origin)) @ np.linalg.inv(matrix).T
-    return index_xyz[..., ::-1]
+    return np.ascontiguousarray(index_xyz[..., ::-1])
 
 
 def network_grid(fixed: sitk.Image, shape: tuple[int, ...] | list[int]) -> sitk.Image:
