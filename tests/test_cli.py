@@ -177,7 +177,8 @@ def test_bad_input_is_a_clear_error_without_output(tmp_path, capsys, case):
     assert not (tmp_path / "out").is_dir()
 
 
-@pytest.mark.parametrize("case", ["missing", "only_moving", "size_mismatch", "dimension_mismatch", "nan", "shift_count"])
+@pytest.mark.parametrize("case", ["missing", "only_moving", "size_mismatch", "dimension_mismatch", "nan", "shift_count",
+                                  "option_with_checkpoint"])
 def test_equivariance_bad_input(tmp_path, capsys, case):
     good = tmp_path / "good.mha"
     _image(good, _blob((24, 24), (12, 12)))
@@ -195,7 +196,11 @@ def test_equivariance_bad_input(tmp_path, capsys, case):
         moving, names, says = str(_image_path(tmp_path / "nan.mha", array)), "nan.mha", "NaN"
     elif case == "shift_count":
         extra, names, says = ["--shift-fixed", "1", "2", "3"], "--shift-fixed 1 2 3", "expected 2 voxel shifts"
-    arguments = ["equivariance", "--method", "gradicon", "--checkpoint", "none", "--option", "levels=1",
+    checkpoint = "none"
+    if case == "option_with_checkpoint":
+        checkpoint = str(_model_file(tmp_path / "model.pt", "gradicon", levels=1))
+        names, says = "--option levels=1", "model.pt brings its own"
+    arguments = ["equivariance", "--method", "gradicon", "--checkpoint", checkpoint, "--option", "levels=1",
                  "--moving", moving]
     if case == "only_moving":
         names, says = "--moving and --fixed", "go together"

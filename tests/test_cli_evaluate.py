@@ -173,3 +173,28 @@ def test_bad_input_is_a_clear_error_without_output(pair, tmp_path, capsys, case)
     assert code == 2 and captured.out == ""
     assert captured.err.startswith("error: ") and names in captured.err and says in captured.err
     assert not (tmp_path / "out").exists()
+
+
+def test_3d_pair_with_landmarks_and_labels(tmp_path, capsys):
+    shape, spacing, shift = (20, 18, 16), (1.5, 1.0, 2.0), (2, -1, 1)
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij"))
+    files = {}
+    for side, offset in (("fixed", (0, 0, 0)), ("moving", shift)):
+        distance = sum((g - c - o) ** 2 for g, c, o in zip(grid, (10, 8, 8), offset))
+        other = sum((g - c - o) ** 2 for g, c, o in zip(grid, (5, 12, 6), offset))
+        labels = (distance < 16).astype(np.uint8) + 2 * (other < 6).astype(np.uint8)
+        image = sitk.GetImageFromArray(np.exp(-distance / 18) + 0.6 * np.exp(-other / 8))
+        image.SetSpacing(spacing)
+        label_image = sitk.GetImageFromArray(labels)
+        label_image.SetSpacing(spacing)
+        files[side], files[f"{side}_labels"] = tmp_path / f"{side}.mha", tmp_path / f"{side}_labels.mha"
+        sitk.WriteImage(image, str(files[side]))
+        sitk.WriteImage(label_image, str(files[f"{side}_labels"]))
+        centres = np.array([[10, 8, 8], [5, 12, 6]]) + offset  # array order
+        files[f"{side}_landmarks"] = tmp_path / f"{side}.txt"
+        files[f"{side}_landmarks"].write_text("\n".join(" ".join(map(str, row)) for row in centres[:, ::-1] * spacing))
+    assert _evaluate(files) == 0
+    result = json.loads(capsys.readouterr().out)
+    expected = np.linalg.norm(np.asarray(shift)[::-1] * spacing)
+    assert result["tre_mm"]["unregistered_mean"] == pytest.approx(expected)
+    assert result["tre_mm"]["max"] < 0.2 and result["dice"]["mean"] > 0.95, result  # unregistered: 4.4 mm

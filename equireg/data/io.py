@@ -11,6 +11,7 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -210,7 +211,8 @@ def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
     return a.GetSize() == b.GetSize() and same_geometry(geometry(a), geometry(b), 1e-6)
 
 
-def physical_to_index(points_xyz: np.ndarray, origin, spacing, direction) -> np.ndarray:
+def physical_to_index(points_xyz: np.ndarray, origin: Sequence[float], spacing: Sequence[float],
+                      direction: Sequence[float]) -> np.ndarray:
     """Physical points ``[..., D]`` (ITK x, y, z order) -> continuous voxel indices ``[..., D]`` in
     array-axis order: the inverse of :func:`equireg.transforms.index_to_physical`."""
     dimension = len(origin)
