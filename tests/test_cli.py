@@ -363,3 +363,18 @@ def test_progress_bar_on_stderr_only_when_asked(tmp_path, capsys):
     assert "classical affine (correlation)" in captured.err and json.loads(captured.out)["metric"] == "correlation"
     assert _register(tmp_path, tmp_path / "moving.mha", tmp_path / "fixed.mha") == 0  # stderr is no terminal here
     assert "classical" not in capsys.readouterr().err
+
+
+def test_moving_image_coarser_along_one_axis_only_is_resampled(tmp_path, capsys):
+    """Anti-aliasing smooths only the axes the network grid coarsens (ITK takes no zero sigma)."""
+    def blob(size_xy, spacing_xy):  # one physical blob, sampled on the given grid
+        y, x = np.meshgrid(*[np.arange(n) * s for n, s in zip(size_xy[::-1], spacing_xy[::-1])], indexing="ij")
+        return np.exp(-((x - 10) ** 2 + (y - 12) ** 2) / 18).astype(np.float32)
+
+    fixed = _image(tmp_path / "fixed.mha", blob((20, 24), (1.0, 1.0)))
+    _image(tmp_path / "moving.mha", blob((10, 48), (2.0, 0.5)), (2.0, 0.5))  # y finer, x coarser than fixed
+    assert _register(tmp_path, tmp_path / "moving.mha", tmp_path / "fixed.mha") == 0
+    captured = capsys.readouterr()
+    assert "--moving" in captured.err and "--fixed" not in captured.err
+    warped = sitk.GetArrayFromImage(sitk.ReadImage(json.loads(captured.out)["outputs"]["warped"]))
+    assert np.abs(warped - sitk.GetArrayFromImage(fixed))[:, :19].max() < 0.05  # x = 19 lies outside the moving

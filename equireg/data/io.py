@@ -251,9 +251,9 @@ def resample_to(image: sitk.Image, grid: sitk.Image) -> sitk.Image:
     if same_grid(image, grid):
         return image
     coarser = np.asarray(grid.GetSpacing()) > np.asarray(image.GetSpacing()) * (1 + 1e-6)
-    if coarser.any():
-        sigma = [0.5 * g if c else 0.0 for g, c in zip(grid.GetSpacing(), coarser)]
-        image = sitk.SmoothingRecursiveGaussian(image, sigma)
+    for axis in np.flatnonzero(coarser):  # one axis at a time: ITK takes no zero sigma
+        image = sitk.RecursiveGaussian(image, 0.5 * grid.GetSpacing()[axis], False,
+                                       sitk.RecursiveGaussianImageFilter.ZeroOrder, int(axis))
     low = float(sitk.GetArrayViewFromImage(image).min())
     return sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, low, sitk.sitkFloat32)
 
