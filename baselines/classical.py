@@ -15,7 +15,8 @@ modality (their intensities are linearly related once aligned), Mattes mutual in
 they are not (T1 against proton density, CT against MR): correlation assumes a linear relation
 and pulls a multi-modal pair off by pixels, mutual information does not. The check runs after a
 correlation affine stage, so on same-modality pairs ``"auto"`` gives exactly ``"correlation"``'s
-result; :attr:`Classical.chosen_metrics` records the choice per pair.
+result; :attr:`Classical.chosen_metrics` records the choice per pair. (The demons stage compares
+intensities directly, so it assumes one modality whatever the metric; use B-spline across modalities.)
 """
 
 from __future__ import annotations

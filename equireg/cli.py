@@ -24,6 +24,7 @@ from equireg import methods
 #: the subcommands, in the order ``--help`` lists them
 SUBCOMMANDS = ("register", "evaluate", "equivariance")
 
+
 def _checkpoint(value: str) -> Path | None:
     return None if value.lower() == "none" else Path(value)
 
