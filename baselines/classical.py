@@ -7,21 +7,35 @@ equireg's convention, a dense displacement in [0, 1] units on the fixed grid.
 
 Images are registered in voxel space (origin 0, spacing 1, identity direction) because tensors
 carry no geometry. Runs are deterministic: metrics use every voxel (or a seeded random sample)
-and ITK runs single-threaded, so sums are always accumulated in the same order.
+and ITK runs single-threaded by default (``threads=1``), so sums are always accumulated in the
+same order.
+
+The similarity metric defaults to ``"auto"``: correlation when the two images are of one
+modality (their intensities are linearly related once aligned), Mattes mutual information when
+they are not (T1 against proton density, CT against MR): correlation assumes a linear relation
+and pulls a multi-modal pair off by pixels, mutual information does not. The check runs after a
+correlation affine stage, so on same-modality pairs ``"auto"`` gives exactly ``"correlation"``'s
+result; :attr:`Classical.chosen_metrics` records the choice per pair. (The demons stage compares
+intensities directly, so it assumes one modality whatever the metric; use B-spline across modalities.)
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+from tqdm import tqdm
 
 from equireg.transforms import DisplacementTransform, Transform, identity_map
 from equireg.wrappers import RegistrationNetwork
 
-METRICS = ("mean_squares", "correlation", "mattes", "neighborhood_correlation")
+METRICS = ("auto", "mean_squares", "correlation", "mattes", "neighborhood_correlation")
+# "auto" keeps correlation when r^2 >= LINEARITY * eta^2 at the correlation-affine alignment:
+# a linear intensity relation explains (almost) all that any function of the moving intensity does.
+LINEARITY = 0.8
 DEFORMABLE = ("bspline", "demons", "none")
 
 
@@ -39,21 +53,23 @@ def _set_metric(method: sitk.ImageRegistrationMethod, metric: str, bins: int, ra
 class Classical(RegistrationNetwork):
     """SimpleITK registration of each pair; see the module docstring.
 
-    Options: ``metric`` (one of :data:`METRICS`), ``deformable`` (``"bspline"``, ``"demons"`` or
+    Options: ``metric`` (one of :data:`METRICS`; ``"auto"``: see the module docstring), ``deformable`` (``"bspline"``, ``"demons"`` or
     ``"none"`` for affine only), ``iterations`` (of the deformable stage, per level),
     ``affine_iterations`` (per level), ``mesh_size`` (B-spline control-grid cells per axis), ``shrink_factors`` and
     ``smoothing_sigmas`` (voxels; the multi-resolution pyramid of both iterative stages),
     ``sampling_percentage`` (``None``: every voxel; else a random sample drawn with ``seed``, a
     positive integer: SimpleITK takes 0 to mean "seed from the clock"),
     ``demons_smoothing`` (standard deviation of the demons field smoothing, voxels), ``bins``
-    (Mattes histogram) and ``radius`` (neighbourhood correlation).
+    (Mattes histogram), ``radius`` (neighbourhood correlation) and ``threads`` (ITK threads of the
+    registration; more than one may change the last bits of the result). ``progress = True`` shows
+    a tqdm bar of the optimiser's iterations on stderr.
     """
 
-    def __init__(self, dimension: int, metric: str = "correlation", deformable: str = "bspline",
+    def __init__(self, dimension: int, metric: str = "auto", deformable: str = "bspline",
                  affine_iterations: int = 100, iterations: int = 20, mesh_size: int = 8,
                  shrink_factors: Sequence[int] = (4, 2, 1), smoothing_sigmas: Sequence[float] = (2.0, 1.0, 0.0),
                  sampling_percentage: float | None = None, seed: int = 1, demons_smoothing: float = 1.5,
-                 bins: int = 32, radius: int = 2):
+                 bins: int = 32, radius: int = 2, threads: int = 1):
         super().__init__()
         if dimension not in (2, 3):
             raise ValueError(f"classical registration needs dimension 2 or 3, got {dimension}")
@@ -68,8 +84,8 @@ class Classical(RegistrationNetwork):
             raise ValueError(f"sampling_percentage must be in (0, 1], got {sampling_percentage}")
         if seed < 1:
             raise ValueError(f"seed must be >= 1 (SimpleITK reads 0 as 'seed from the clock'), got {seed}")
-        if min(affine_iterations, iterations, mesh_size) < 1:
-            raise ValueError("affine_iterations, iterations and mesh_size must be >= 1")
+        if min(affine_iterations, iterations, mesh_size, threads) < 1:
+            raise ValueError("affine_iterations, iterations, mesh_size and threads must be >= 1")
         self.dimension = dimension
         self.metric, self.deformable = metric, deformable
         self.affine_iterations, self.iterations = affine_iterations, iterations
@@ -78,11 +94,20 @@ class Classical(RegistrationNetwork):
         self.smoothing_sigmas = [float(s) for s in smoothing_sigmas]
         self.sampling_percentage, self.seed = sampling_percentage, seed
         self.demons_smoothing, self.bins, self.radius = demons_smoothing, bins, radius
+        self.threads, self.progress = threads, False
+        self.chosen_metrics: list[str] = []  # the metric used for each pair of the last forward
+        self._bar: tqdm | None = None
 
-    def _method(self) -> sitk.ImageRegistrationMethod:
+    def _observe(self, process: sitk.ImageRegistrationMethod | sitk.ProcessObject, stage: str) -> None:
+        if self._bar is not None:
+            bar = self._bar
+            process.AddCommand(sitk.sitkStartEvent, lambda: bar.set_description(f"classical {stage}"))
+            process.AddCommand(sitk.sitkIterationEvent, lambda: bar.update())
+
+    def _method(self, metric: str) -> sitk.ImageRegistrationMethod:
         method = sitk.ImageRegistrationMethod()
-        method.SetNumberOfThreads(1)
-        _set_metric(method, self.metric, self.bins, self.radius)
+        method.SetNumberOfThreads(self.threads)
+        _set_metric(method, metric, self.bins, self.radius)
         if self.sampling_percentage is None:
             method.SetMetricSamplingStrategy(method.NONE)
         else:
@@ -94,11 +119,12 @@ class Classical(RegistrationNetwork):
         method.SetInterpolator(sitk.sitkLinear)
         return method
 
-    def _affine(self, fixed: sitk.Image, moving: sitk.Image) -> sitk.Transform:
+    def _affine(self, fixed: sitk.Image, moving: sitk.Image, metric: str) -> sitk.Transform:
         initial = sitk.CenteredTransformInitializer(
             fixed, moving, sitk.AffineTransform(self.dimension),
             sitk.CenteredTransformInitializerFilter.MOMENTS)
-        method = self._method()
+        method = self._method(metric)
+        self._observe(method, f"affine ({metric})")
         method.SetOptimizerAsRegularStepGradientDescent(
             learningRate=1.0, minStep=1e-4, numberOfIterations=self.affine_iterations,
             gradientMagnitudeTolerance=1e-8)
@@ -107,9 +133,10 @@ class Classical(RegistrationNetwork):
         method.Execute(fixed, moving)
         return initial
 
-    def _bspline(self, fixed: sitk.Image, moving: sitk.Image, affine: sitk.Transform) -> sitk.Transform:
+    def _bspline(self, fixed: sitk.Image, moving: sitk.Image, affine: sitk.Transform, metric: str) -> sitk.Transform:
         bspline = sitk.BSplineTransformInitializer(fixed, [self.mesh_size] * self.dimension, order=3)
-        method = self._method()
+        method = self._method(metric)
+        self._observe(method, f"B-spline ({metric})")
         method.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5,
                                     numberOfIterations=self.iterations,
                                     maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=1000,
@@ -125,7 +152,8 @@ class Classical(RegistrationNetwork):
         field.CopyInformation(fixed)
         for shrink, sigma in zip(self.shrink_factors, self.smoothing_sigmas):
             demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
-            demons.SetNumberOfThreads(1)
+            demons.SetNumberOfThreads(self.threads)
+            self._observe(demons, f"demons (level {shrink})")
             demons.SetNumberOfIterations(self.iterations)
             demons.SetStandardDeviations(self.demons_smoothing)
             demons.SmoothDisplacementFieldOn()
@@ -142,10 +170,15 @@ class Classical(RegistrationNetwork):
         in the moving image's [0, 1] coordinates."""
         fixed_image = sitk.GetImageFromArray(fixed.astype(np.float32))
         moving_image = sitk.GetImageFromArray(moving.astype(np.float32))
-        affine = self._affine(fixed_image, moving_image)
+        metric = "correlation" if self.metric == "auto" else self.metric
+        affine = self._affine(fixed_image, moving_image, metric)
+        if self.metric == "auto" and not same_modality(fixed_image, moving_image, affine, self.bins):
+            metric = "mattes"
+            affine = self._affine(fixed_image, moving_image, metric)
+        self.chosen_metrics.append(metric)
         transform: sitk.Transform = affine
         if self.deformable == "bspline":
-            transform = sitk.CompositeTransform([affine, self._bspline(fixed_image, moving_image, affine)])
+            transform = sitk.CompositeTransform([affine, self._bspline(fixed_image, moving_image, affine, metric)])
         elif self.deformable == "demons":
             transform = sitk.CompositeTransform([affine, self._demons(fixed_image, moving_image, affine)])
         to_field = sitk.TransformToDisplacementFieldFilter()
@@ -164,10 +197,47 @@ class Classical(RegistrationNetwork):
             raise ValueError(f"classical {self.dimension}-D registration needs moving and fixed of shape "
                              f"[B, 1, *spatial] with equal batch sizes; got moving {tuple(moving.shape)}, "
                              f"fixed {tuple(fixed.shape)}")
-        maps = [self.register(m[0].double().cpu().numpy(), f[0].double().cpu().numpy())
-                for m, f in zip(moving, fixed)]
+        self.chosen_metrics = []
+        levels = len(self.shrink_factors)
+        total = levels * (self.affine_iterations + (self.iterations if self.deformable != "none" else 0))
+        # an upper bound: optimisers may converge before their last iteration
+        with tqdm(total=total * len(moving), disable=not self.progress, file=sys.stderr, unit="it",
+                  desc="classical") as bar:
+            self._bar = bar if self.progress else None
+            try:
+                maps = [self.register(m[0].double().cpu().numpy(), f[0].double().cpu().numpy())
+                        for m, f in zip(moving, fixed)]
+            finally:
+                self._bar = None
         phi = torch.as_tensor(np.stack(maps), dtype=fixed.dtype, device=fixed.device)
         return DisplacementTransform(phi - identity_map(fixed.shape[2:], fixed.device, fixed.dtype))
+
+
+def same_modality(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Transform, bins: int = 32) -> bool:
+    """Whether the intensities of ``fixed`` and of ``moving`` mapped by ``transform`` look linearly related.
+
+    Compares the squared Pearson correlation r^2 with the correlation ratio eta^2 (the share of the
+    fixed intensity's variance explained by any function of the moving intensity, from ``bins``
+    bins), over the voxels that the transform maps inside the moving image. Of one modality (up to
+    gain and offset, inverted contrast included: the correlation metric is squared) r^2 ~ eta^2 even
+    where the alignment is rough; a non-monotonic relation (T1 / proton density) leaves r^2 far below
+    eta^2.
+    """
+    inside = sitk.Resample(sitk.Image(moving.GetSize(), sitk.sitkFloat32) + 1.0, fixed, transform,
+                           sitk.sitkNearestNeighbor, 0.0)
+    mask = sitk.GetArrayFromImage(inside) > 0.5
+    a = sitk.GetArrayViewFromImage(fixed)[mask].astype(np.float64)
+    # GetArrayFromImage, not a view: the resampled images are temporaries
+    b = sitk.GetArrayFromImage(sitk.Resample(moving, fixed, transform, sitk.sitkLinear, 0.0))[mask].astype(np.float64)
+    if a.size < 2 * bins or a.std() == 0 or b.std() == 0:
+        return True  # nothing to tell them apart: keep the default
+    r = float(np.corrcoef(a, b)[0, 1])
+    edges = np.linspace(b.min(), b.max(), bins + 1)[1:-1]
+    which = np.digitize(b, edges)
+    counts = np.bincount(which, minlength=bins)
+    means = np.bincount(which, weights=a, minlength=bins) / np.maximum(counts, 1)
+    eta2 = float(np.sum(counts * (means - a.mean()) ** 2) / np.sum((a - a.mean()) ** 2))
+    return r * r >= LINEARITY * eta2
 
 
 def _shrink(image: sitk.Image, factor: int, sigma: float) -> sitk.Image:

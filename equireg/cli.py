@@ -1,21 +1,28 @@
-"""Command line: ``equireg register | equivariance | toy`` (also ``python -m equireg``).
+"""Command line: ``equireg register | evaluate | equivariance`` (also ``python -m equireg``).
 
 Every subcommand prints one JSON object on stdout. Bad input ends with ``error: <file or key>:
-<what is wrong>`` on stderr and exit status 2, and leaves no partial output behind.
+<what is wrong>`` on stderr and exit status 2, and leaves no partial output behind. Warnings
+(an image resampled to the network grid) and progress bars go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from equireg import methods
+
+#: the subcommands, in the order ``--help`` lists them
+SUBCOMMANDS = ("register", "evaluate", "equivariance")
 
 
 def _checkpoint(value: str) -> Path | None:
@@ -36,13 +43,6 @@ def _options(pairs: Sequence[str]) -> dict[str, Any]:
     return options
 
 
-def _resize(image: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    if tuple(image.shape[2:]) == tuple(shape):
-        return image
-    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(shape)]
-    return F.interpolate(image, size=tuple(shape), mode=mode, align_corners=True)
-
-
 def _size(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape))
 
@@ -56,26 +56,86 @@ def _run_network(net: torch.nn.Module, method: str, moving: torch.Tensor, fixed:
                          f"({str(error).splitlines()[0]}); pick another --shape") from None
 
 
-def register(args: argparse.Namespace) -> dict[str, Any]:
-    """Register ``--moving`` to ``--fixed``; write the warped image and the ITK displacement field.
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
-    Headers, checkpoint, network size and memory are checked before any voxel is read; both
-    outputs appear together or not at all.
+
+def _configure(args: argparse.Namespace) -> None:
+    """``--threads``: torch's intra-op threads and SimpleITK's global default."""
+    if args.threads is None:
+        return
+    if args.threads < 1:
+        raise ValueError(f"--threads {args.threads}: expected at least 1")
+    import SimpleITK as sitk
+
+    torch.set_num_threads(args.threads)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(args.threads)
+
+
+def _load(args: argparse.Namespace, dimension: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The network of ``--method``/``--checkpoint``, with ``--threads`` and the progress setting."""
+    from equireg.training import load_model
+
+    if args.checkpoint is not None and args.option:
+        raise ValueError(f"--option {' '.join(args.option)}: builder options apply to a fresh network "
+                         f"(--checkpoint none); {args.checkpoint} brings its own")
+    net, info = load_model(args.checkpoint, args.method, dimension, _options(args.option))
+    # networks that run their own thread pool and iterations (the classical method) expose these
+    if args.threads is not None and hasattr(net, "threads"):
+        net.threads = args.threads
+    if hasattr(net, "progress"):
+        net.progress = sys.stderr.isatty() if args.progress is None else args.progress
+    return net, info
+
+
+def _spacing(values: Sequence[float]) -> str:
+    return "x".join(f"{v:.4g}" for v in values)
+
+
+def _grid(image: Any) -> str:
+    """``AxB (spacing sxs mm, origin (x, y))``, array-axis order except the ITK origin."""
+    origin = ", ".join(f"{v:.4g}" for v in image.GetOrigin())
+    return f"{_size(image.GetSize()[::-1])} (spacing {_spacing(image.GetSpacing()[::-1])} mm, origin ({origin}))"
+
+
+@dataclass
+class Registration:
+    """What registering ``--moving`` to ``--fixed`` produced, on the fixed image's grid."""
+
+    fixed: Any              # SimpleITK images
+    moving: Any
+    field: Any              # vector image, ITK displacement in physical units (float64)
+    transform: Any          # sitk.DisplacementFieldTransform of ``field``
+    warped: Any             # the moving image resampled with ``transform`` (float32, 0 outside)
+    moving_map: torch.Tensor  # phi on the fixed grid in the moving image's [0, 1] coordinates
+    summary: dict[str, Any]
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+
+
+def _register_pair(args: argparse.Namespace) -> Registration:
+    """Register ``--moving`` to ``--fixed`` in physical space.
+
+    Both images are resampled (SimpleITK, linear) onto one network grid built from the fixed image
+    (:func:`equireg.data.io.network_grid`: the aspect ratio kept, padded), the network runs there,
+    and its transform is evaluated at every voxel of the fixed image. Headers, checkpoint, network
+    size and memory are checked before any voxel is read.
     """
     import SimpleITK as sitk
 
-    from equireg import memory, metrics, transforms
+    from equireg import memory, metrics
     from equireg.data import io
-    from equireg.training import load_model
+    from equireg.transforms import identity_map, index_to_physical
 
     fixed_shape, moving_shape = io.read_shape(args.fixed), io.read_shape(args.moving)
     dimension = len(fixed_shape)
     if len(moving_shape) != dimension:
         raise ValueError(f"{args.moving}: {len(moving_shape)}-D moving image but {args.fixed} is {dimension}-D")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: exists and is not a directory")
-    net, info = load_model(args.checkpoint, args.method, dimension, _options(args.option))
+    net, info = _load(args, dimension)
     shape = args.shape or info["input_shape"] or list(fixed_shape)
     if len(shape) != dimension or min(shape) < 2:
         raise ValueError(f"--shape {_size(shape)}: expected {dimension} sizes of at least 2 for {dimension}-D images")
@@ -84,26 +144,224 @@ def register(args: argparse.Namespace) -> dict[str, Any]:
                    f"{args.fixed}: registering this {_size(fixed_shape)} image with {args.method} at network "
                    f"size {_size(shape)}", "pass a smaller --shape")
     fixed_image, moving_image = io.read_image(args.fixed), io.read_image(args.moving)
-    fixed, moving = io.to_tensor(fixed_image), io.to_tensor(moving_image)
+    grid = io.network_grid(fixed_image, shape)
+    # the part of the network grid the fixed image fills; the rest is padding
+    filled = [round((n - 1) * s / g) + 1 for n, s, g in
+              zip(fixed_shape, fixed_image.GetSpacing()[::-1], grid.GetSpacing()[::-1])]
+    padding = f"; the fixed image fills {_size(filled)} of it, padded to keep its aspect ratio" \
+        if list(filled) != list(shape) else ""
+    inputs = []
+    for name, path, image in (("--moving", args.moving, moving_image), ("--fixed", args.fixed, fixed_image)):
+        if not io.same_grid(image, grid):
+            _warn(f"{name} {path}: resampled from {_grid(image)} to the network grid {_grid(grid)}{padding}")
+        inputs.append(io.to_tensor(io.resample_to(image, grid)))
     with torch.no_grad():
-        phi = _run_network(net, args.method, _resize(moving, shape), _resize(fixed, shape))
-        # phi is defined on [0, 1] coordinates, so it can be sampled at the fixed image's own size.
-        coordinate_map = phi.field(fixed.shape[2:])
-        warped = transforms.warp(io.to_tensor(moving_image, normalize=False), coordinate_map)
-    field = transforms.coordinate_map_to_itk_displacement(coordinate_map, fixed_image, moving_image)
-    magnitude = torch.from_numpy(sitk.GetArrayFromImage(field)).norm(dim=-1)
-
-    outputs = {"warped": str(out / "warped.nii.gz"), "displacement": str(out / "displacement.nii.gz")}
-    io.write_images({outputs["warped"]: io.from_tensor(warped, fixed_image), outputs["displacement"]: field})
-    return {
+        phi = _run_network(net, args.method, *inputs)
+        grid_shape = np.asarray(shape, dtype=np.float64)
+        fixed_index = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in fixed_shape],
+                                           indexing="ij"), -1)
+        points = index_to_physical(fixed_index, *io.geometry(fixed_image))
+        del fixed_index
+        if io.same_grid(fixed_image, grid):  # exact grid coordinates: identity stays identity
+            query = identity_map(fixed_shape)
+        else:
+            query = torch.from_numpy(io.physical_to_index(points, *io.geometry(grid)) / (grid_shape - 1))
+            query = query.float().movedim(-1, 0)[None]
+        mapped = phi(query)  # where each fixed voxel lands, in network-grid coordinates
+        del query
+    folds = metrics.fold_percentage(mapped)  # the grid is the fixed grid scaled: same Jacobian signs
+    mapped_points = index_to_physical(mapped[0].movedim(0, -1).double().numpy() * (grid_shape - 1),
+                                      *io.geometry(grid))
+    del mapped
+    field = sitk.GetImageFromArray(mapped_points - points, isVector=True)
+    field.CopyInformation(fixed_image)
+    del points
+    moving_index = io.physical_to_index(mapped_points, *io.geometry(moving_image))
+    moving_scale = np.asarray([max(n - 1, 1) for n in moving_shape], dtype=np.float64)
+    moving_map = torch.from_numpy(moving_index / moving_scale).float().movedim(-1, 0)[None]
+    del mapped_points, moving_index
+    transform = sitk.DisplacementFieldTransform(sitk.Image(field))  # the constructor empties its argument
+    warped = sitk.Resample(sitk.Cast(moving_image, sitk.sitkFloat32), fixed_image, transform, sitk.sitkLinear,
+                           0.0, sitk.sitkFloat32)
+    magnitude = np.linalg.norm(sitk.GetArrayViewFromImage(field), axis=-1)
+    summary = {
         "method": args.method,
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
         "moving": str(args.moving), "fixed": str(args.fixed),
         "network_input_shape": list(shape),
-        "folds_percent": metrics.fold_percentage(coordinate_map),
+        "network_spacing_mm": [float(s) for s in grid.GetSpacing()[::-1]],
+        "resampled": not (io.same_grid(fixed_image, grid) and io.same_grid(moving_image, grid)),
+        "folds_percent": folds,
         "displacement_mm": {"mean": float(magnitude.mean()), "max": float(magnitude.max())},
-        "outputs": outputs,
     }
+    if getattr(net, "chosen_metrics", None):
+        summary["metric"] = net.chosen_metrics[0]
+    return Registration(fixed_image, moving_image, field, transform, warped, moving_map, summary)
+
+
+def _write(registration: Registration, out: Path) -> dict[str, str]:
+    """The warped image, the NIfTI displacement field and the ITK transform, all or none."""
+    from equireg.data import io
+
+    outputs = {"warped": str(out / "warped.nii.gz"), "displacement": str(out / "displacement.nii.gz"),
+               "transform": str(out / "transform.h5")}
+    io.write_outputs({outputs["warped"]: registration.warped},
+                     displacements={outputs["displacement"]: registration.field},
+                     transforms={outputs["transform"]: registration.transform})
+    return outputs
+
+
+def register(args: argparse.Namespace) -> dict[str, Any]:
+    """Register ``--moving`` to ``--fixed``; write the warped image, the displacement field (NIfTI,
+    float32, intent 1006) and the ITK transform (``transform.h5``) to ``--out``."""
+    _check_out(args)
+    registration = _register_pair(args)
+    return {**registration.summary, "outputs": _write(registration, Path(args.out))}
+
+
+# --- evaluate: the suite's metrics on the user's own pair --------------------------------------------
+
+def _read_landmarks(path: Path, dimension: int) -> np.ndarray:
+    """``[K, D]`` physical points (x, y, z in mm, the images' frame) from a text or CSV file.
+
+    One landmark per line, numbers separated by commas, semicolons or white space; ``#`` starts a
+    comment; a first line that is not numeric is a header.
+    """
+    if not path.is_file():
+        raise ValueError(f"{path}: {'no such file' if not path.exists() else 'not a file'}")
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        fields = [f for f in re.split(r"[\s,;]+", line.split("#")[0].strip()) if f]
+        if not fields:
+            continue
+        try:
+            values = [float(f) for f in fields]
+        except ValueError:
+            if not rows and number == 1:
+                continue  # a header line
+            raise ValueError(f"{path}: line {number}: not a number in {line.strip()!r}") from None
+        if len(values) != dimension:
+            raise ValueError(f"{path}: line {number}: {len(values)} coordinates; expected {dimension} "
+                             f"(physical x{' y z' if dimension == 3 else ' y'} in mm) for {dimension}-D images")
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"{path}: line {number}: non-finite coordinate")
+        rows.append(values)
+    if not rows:
+        raise ValueError(f"{path}: no landmarks")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def _check_landmarks(path: Path, points: np.ndarray, image: Path, shape, geometry) -> np.ndarray:
+    """Continuous array-axis indices of ``points`` in ``image``; an error if any lies outside."""
+    from equireg.data import io
+
+    index = io.physical_to_index(points, *geometry)
+    outside = ((index < -1e-6) | (index > np.asarray(shape) - 1 + 1e-6)).any(1)
+    if outside.any():
+        rows = ", ".join(str(i + 1) for i in np.flatnonzero(outside)[:5])
+        raise ValueError(f"{path}: {int(outside.sum())} of {len(points)} landmarks (rows {rows}"
+                         f"{', ...' if outside.sum() > 5 else ''}) lie outside {image}; landmarks are "
+                         f"physical points ({' '.join('xyz'[:points.shape[1]])} in mm) in the images' frame")
+    return index
+
+
+def _check_labels(labels: Path, image: Path, shape, geometry) -> None:
+    from equireg.data import io
+
+    label_shape, label_geometry = io.read_header(labels)
+    if len(label_shape) != len(shape):
+        raise ValueError(f"{labels}: {len(label_shape)}-D label map but {image} is {len(shape)}-D")
+    if label_shape != shape:
+        raise ValueError(f"{labels}: label map of size {_size(label_shape)} but {image} is {_size(shape)}")
+    if not io.same_geometry(label_geometry, geometry):
+        raise ValueError(f"{labels}: label map geometry (origin, spacing, direction) differs from {image}")
+
+
+def _label_tensor(path: Path) -> torch.Tensor:
+    from equireg.data import io
+
+    array = io.to_tensor(io.read_image(path), normalize=False)
+    if (array < 0).any() or (array != array.round()).any():
+        raise ValueError(f"{path}: not a label map (values must be non-negative integers)")
+    return array.long()
+
+
+def _pair_given(args: argparse.Namespace, kind: str) -> bool:
+    moving, fixed = getattr(args, f"moving_{kind}"), getattr(args, f"fixed_{kind}")
+    if (moving is None) != (fixed is None):
+        raise ValueError(f"--moving-{kind} and --fixed-{kind} go together")
+    return moving is not None
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Register ``--moving`` to ``--fixed`` and measure Dice per label, TRE (mm) and % folds.
+
+    Every input (images, label maps, landmark files) is checked before the registration runs;
+    outputs, with ``--out``, are written only after every measurement succeeded.
+    """
+    from equireg import metrics
+    from equireg.data import io
+    from equireg.transforms import DisplacementTransform, identity_map, warp_labels
+
+    labels, landmarks = _pair_given(args, "labels"), _pair_given(args, "landmarks")
+    if not (labels or landmarks):
+        raise ValueError("evaluate needs --moving-labels/--fixed-labels or --moving-landmarks/--fixed-landmarks")
+    if args.out is not None:
+        _check_out(args)
+    headers = {side: io.read_header(getattr(args, side)) for side in ("moving", "fixed")}
+    if len(headers["moving"][0]) != len(headers["fixed"][0]):
+        raise ValueError(f"{args.moving}: {len(headers['moving'][0])}-D moving image but {args.fixed} is "
+                         f"{len(headers['fixed'][0])}-D")
+    dimension = len(headers["fixed"][0])
+    if labels:
+        for side in ("moving", "fixed"):
+            _check_labels(getattr(args, f"{side}_labels"), getattr(args, side), *headers[side])
+    if landmarks:
+        points = {side: _read_landmarks(getattr(args, f"{side}_landmarks"), dimension) for side in ("moving", "fixed")}
+        if len(points["moving"]) != len(points["fixed"]):
+            raise ValueError(f"{args.moving_landmarks}: {len(points['moving'])} landmarks but "
+                             f"{args.fixed_landmarks} has {len(points['fixed'])}; they pair up row by row")
+        indices = {side: _check_landmarks(getattr(args, f"{side}_landmarks"), points[side], getattr(args, side),
+                                          *headers[side]) for side in ("moving", "fixed")}
+    if labels:  # read (and checked for integer values) before the registration runs
+        label_maps = {side: _label_tensor(getattr(args, f"{side}_labels")) for side in ("moving", "fixed")}
+        present = torch.unique(torch.cat([label_maps["moving"].flatten(), label_maps["fixed"].flatten()]))
+        label_values = [int(v) for v in present if v != 0]
+        if not label_values:
+            raise ValueError(f"{args.fixed_labels}, {args.moving_labels}: no foreground label (all 0)")
+
+    registration = _register_pair(args)
+    fixed_shape, moving_shape = headers["fixed"][0], headers["moving"][0]
+    result = dict(registration.summary)
+    if labels:
+        # the suite's label warping (nearest neighbour, 0 outside) on phi's moving coordinates
+        warped = warp_labels(label_maps["moving"], registration.moving_map)
+        moving_geometry = headers["moving"][1]
+        from equireg.transforms import index_to_physical
+
+        fixed_index = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in fixed_shape],
+                                           indexing="ij"), -1)
+        # before registration: the moving labels where the headers put them (identity in physical space)
+        unmoved_index = io.physical_to_index(index_to_physical(fixed_index, *headers["fixed"][1]), *moving_geometry)
+        scale = np.asarray([max(n - 1, 1) for n in moving_shape], dtype=np.float64)
+        unmoved = warp_labels(label_maps["moving"], torch.from_numpy(unmoved_index / scale).float().movedim(-1, 0)[None])
+        after = metrics.dice_per_label(warped[0, 0], label_maps["fixed"][0, 0], label_values)
+        before = metrics.dice_per_label(unmoved[0, 0], label_maps["fixed"][0, 0], label_values)
+        result["dice"] = {"per_label": {str(k): v for k, v in after.items()}, "mean": float(np.mean(list(after.values()))),
+                          "unregistered_per_label": {str(k): v for k, v in before.items()},
+                          "unregistered_mean": float(np.mean(list(before.values())))}
+    if landmarks:
+        displacement = registration.moving_map - identity_map(fixed_shape)
+        errors = metrics.landmark_errors_mm(DisplacementTransform(displacement), indices["fixed"],
+                                            indices["moving"], fixed_shape, moving_shape,
+                                            headers["moving"][1][1][::-1])
+        unregistered = np.linalg.norm(points["fixed"] - points["moving"], axis=1)
+        result["tre_mm"] = {"mean": float(errors.mean()), "median": float(np.median(errors)),
+                            "max": float(errors.max()), "per_landmark": [float(e) for e in errors],
+                            "unregistered_mean": float(unregistered.mean())}
+    if args.out is not None:
+        result["outputs"] = _write(registration, Path(args.out))
+    return result
 
 
 def equivariance(args: argparse.Namespace) -> dict[str, Any]:
@@ -111,7 +369,6 @@ def equivariance(args: argparse.Namespace) -> dict[str, Any]:
     from equireg import memory
     from equireg.data import io
     from equireg.equivariance import equivariance_report
-    from equireg.training import load_model
 
     if (args.moving is None) != (args.fixed is None):
         raise ValueError("--moving and --fixed go together (or leave both out for a generated vessel pair)")
@@ -139,7 +396,7 @@ def equivariance(args: argparse.Namespace) -> dict[str, Any]:
                              f"{dimension}-D images")
     # both images are zero-padded by the largest shift per axis before they meet the network
     padded = [n + 2 * max(abs(w), abs(u)) for n, w, u in zip(shape, shift_moving, shift_fixed)]
-    net, _ = load_model(args.checkpoint, args.method, dimension, _options(args.option))
+    net, _ = _load(args, dimension)
     # two forward passes, one after the other; the maps compared are like register's pipeline
     memory.require(memory.network_bytes(args.method, padded) + memory.pipeline_bytes(padded),
                    f"{source}: measuring {args.method} on this {_size(shape)} image (padded to {_size(padded)})",
@@ -159,21 +416,43 @@ def _common_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--checkpoint", required=True, type=_checkpoint,
                          help="model file written by training, or 'none' for a freshly initialised network")
     command.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                         help="builder option for a fresh network (--checkpoint none), e.g. levels=2")
+                         help="builder option for a fresh network (--checkpoint none only), e.g. levels=2")
+    command.add_argument("--threads", type=int, metavar="N",
+                         help="torch threads and SimpleITK's default thread count (the classical method "
+                              "runs single-threaded otherwise)")
+    command.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                         help="progress bar of iterative registration on stderr (default: when stderr is a terminal)")
+
+
+def _pair_arguments(command: argparse.ArgumentParser, out_required: bool) -> None:
+    command.add_argument("--moving", required=True, type=Path, help="any image SimpleITK reads")
+    command.add_argument("--fixed", required=True, type=Path, help="any image SimpleITK reads")
+    command.add_argument("--out", required=out_required, type=Path,
+                         help="output directory: warped.nii.gz, displacement.nii.gz, transform.h5"
+                              + ("" if out_required else " (optional)"))
+    command.add_argument("--shape", type=int, nargs="+",
+                         help="network input size (default: the checkpoint's, else the fixed image's); the images "
+                              "are resampled to it in physical space, keeping their aspect ratio")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="equireg", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="equireg")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
 
     reg = commands.add_parser("register", help="register a moving image to a fixed image")
     _common_arguments(reg)
-    reg.add_argument("--moving", required=True, type=Path, help="any image SimpleITK reads")
-    reg.add_argument("--fixed", required=True, type=Path, help="any image SimpleITK reads")
-    reg.add_argument("--out", required=True, type=Path, help="output directory")
-    reg.add_argument("--shape", type=int, nargs="+",
-                     help="network input size (default: the checkpoint's, else the fixed image's)")
+    _pair_arguments(reg, out_required=True)
     reg.set_defaults(run=register)
+
+    ev = commands.add_parser("evaluate", help="register a pair and print Dice per label, TRE (mm) and %% folds")
+    _common_arguments(ev)
+    _pair_arguments(ev, out_required=False)
+    ev.add_argument("--moving-labels", type=Path, help="label map on the moving image's grid")
+    ev.add_argument("--fixed-labels", type=Path, help="label map on the fixed image's grid")
+    ev.add_argument("--moving-landmarks", type=Path,
+                    help="text/CSV, one landmark per line: physical x y (z) in mm")
+    ev.add_argument("--fixed-landmarks", type=Path, help="the same landmarks in the fixed image, row by row")
+    ev.set_defaults(run=evaluate)
 
     equi = commands.add_parser("equivariance", help="measure [U,U] and [W,U] translation-equivariance error")
     _common_arguments(equi)
@@ -184,12 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
     equi.add_argument("--shift-moving", type=int, nargs="+", help="W per array axis (overrides --shift)")
     equi.add_argument("--shift-fixed", type=int, nargs="+", help="U per array axis (overrides --shift)")
     equi.set_defaults(run=equivariance)
+    parser.description = f"Command line: equireg {' | '.join(SUBCOMMANDS)}. Each prints one JSON object."
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _configure(args)
         summary = args.run(args)
     except (ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

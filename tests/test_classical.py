@@ -1,11 +1,17 @@
-"""Classical SimpleITK registration: it registers shifted and warped pairs, deterministically."""
+"""Classical SimpleITK registration: it registers shifted and warped pairs, deterministically, and
+picks mutual information for a multi-modal pair."""
 
+from pathlib import Path
+
+import jsonschema
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage
 
-from baselines.classical import Classical, build
+import yaml
+
+from baselines.classical import METRICS, Classical, build
 from equireg import methods
 from equireg.metrics import dice
 from equireg.transforms import displacement_in_voxels, warp
@@ -94,5 +100,104 @@ def test_has_no_parameters_and_rejects_bad_options():
         build(4)
     with pytest.raises(ValueError, match="seed"):
         build(2, seed=0)
+    with pytest.raises(ValueError, match="threads"):
+        build(2, threads=0)
     with pytest.raises(ValueError, match=r"\[B, 1, \*spatial\]"):
         build(2)(torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 8, 8))
+
+
+# --- the similarity metric: "auto" picks Mattes MI for another modality, correlation for one --------
+
+SHIFT = (3.5, -2.25)
+
+
+def _head(shape=(64, 56)):
+    """Tissue labels of a crude head slice: 1 scalp, 2 CSF (also a ventricle), 3 grey, 4 white matter."""
+    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij"))
+    centre = np.array(shape) / 2
+
+    def inside(ry, rx, dy=0.0, dx=0.0):
+        return ((grid[0] - centre[0] - dy) / ry) ** 2 + ((grid[1] - centre[1] - dx) / rx) ** 2 < 1
+
+    labels = np.zeros(shape, int)
+    for label, ry, rx, dy, dx in [(1, 0.45, 0.42, 0, 0), (2, 0.40, 0.37, 0, 0), (3, 0.35, 0.32, 0, 0),
+                                  (4, 0.18, 0.10, -6, -8), (4, 0.15, 0.12, 8, 7), (2, 0.06, 0.05, 0, 4)]:
+        labels[inside(ry * shape[0], rx * shape[1], dy, dx)] = label
+    return labels
+
+
+def _multimodal_pair():
+    """(moving, fixed): a T1-like fixed slice and a proton-density-like moving one, shifted by SHIFT.
+
+    The tissue intensities are remapped non-monotonically (CSF dark -> brightest, scalp bright ->
+    dark, background 0 -> 0.5), as between T1 and PD; a voxel of the moving image at i + SHIFT
+    shows what the fixed image shows at i, so phi(x) = x + SHIFT (voxels).
+    """
+    labels = _head()
+    t1 = np.array([0.0, 0.9, 0.15, 0.5, 0.75])
+    pd = np.array([0.5, 0.1, 1.0, 0.8, 0.3])
+    fixed = ndimage.gaussian_filter(t1[labels], 1.0)
+    moving = ndimage.shift(ndimage.gaussian_filter(pd[labels], 1.0), SHIFT, order=3, mode="nearest")
+    return _tensor(moving), _tensor(fixed)
+
+
+def _mean_shift(net, moving, fixed):
+    return displacement_in_voxels(net(moving, fixed).field(fixed.shape[2:]))[0].mean((1, 2)).numpy()
+
+
+def test_auto_picks_mutual_information_on_a_multimodal_pair():
+    moving, fixed = _multimodal_pair()
+    errors = {}
+    for metric in ("correlation", "mattes", "auto"):
+        net = build(2, metric=metric, deformable="none")
+        errors[metric] = np.abs(_mean_shift(net, moving, fixed) - SHIFT).max()
+        if metric == "auto":
+            assert net.chosen_metrics == ["mattes"]
+    assert errors["correlation"] > 1.0, f"the pair does not defeat correlation: {errors}"
+    assert errors["mattes"] < 0.05 and errors["auto"] < 0.05, errors
+    assert Classical(2).metric == "auto"  # the default
+
+
+def test_auto_keeps_correlation_on_the_workflows_pairs():
+    """Retina vessel maps and the lung phantom are of one modality: "auto" gives correlation's result."""
+    from equireg.data.lung import lung_pair, preprocess_ct
+    from equireg.data.perturb import make_pair
+    from equireg.data.retina import generate_vessel_mask
+
+    retina = make_pair(generate_vessel_mask(200_000), shifted=True, seed=0, pool=8, with_map=False)
+    lung = lung_pair((0, 0), shape=(24, 24, 24), landmarks=4)
+    pairs = [(retina.moving, retina.fixed), (preprocess_ct(lung.moving, lung.moving_mask),
+                                             preprocess_ct(lung.fixed, lung.fixed_mask))]
+    for moving, fixed in pairs:
+        moving, fixed = _tensor(moving), _tensor(fixed)
+        auto = build(fixed.dim() - 2, deformable="none", shrink_factors=(2, 1), smoothing_sigmas=(1, 0))
+        pinned = build(fixed.dim() - 2, metric="correlation", deformable="none", shrink_factors=(2, 1),
+                       smoothing_sigmas=(1, 0))
+        shape = fixed.shape[2:]
+        assert torch.equal(auto(moving, fixed).field(shape), pinned(moving, fixed).field(shape))
+        assert auto.chosen_metrics == ["correlation"]
+
+
+def test_presets_pin_correlation_and_the_schema_checks_the_metric():
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "config/config.yaml").read_text())
+    schema = yaml.safe_load((root / "workflow/schemas/config.schema.yaml").read_text())
+    jsonschema.validate(config, schema)
+    assert schema["$defs"]["classical_settings"]["properties"]["options"]["properties"]["metric"]["enum"] \
+        == list(METRICS)
+    for name, preset in config["presets"].items():
+        for section in (preset["training"], preset["lung"].get("training", {})):
+            if "classical" in section:
+                assert section["classical"]["options"]["metric"] == "correlation", name
+    config["presets"]["smoke"]["training"]["classical"]["options"]["metric"] = "mutual"
+    with pytest.raises(jsonschema.ValidationError, match="mutual"):
+        jsonschema.validate(config, schema)
+
+
+def test_progress_bar_counts_iterations_on_stderr(pair, capsys):
+    moving, fixed = pair
+    net = build(2, deformable="none", affine_iterations=5)
+    net.progress = True
+    net(moving, fixed)
+    error = capsys.readouterr().err
+    assert "classical affine (correlation)" in error and "it" in error

@@ -1,6 +1,9 @@
 """`equireg register` end to end on small files, and its errors on bad input."""
 
+import gzip
 import json
+import re
+import struct
 import subprocess
 import sys
 
@@ -8,6 +11,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+import torch
+
+from equireg import cli
 from equireg.cli import main
 
 
@@ -59,9 +65,19 @@ def test_png_inputs_work_through_python_m(tmp_path):
     assert sitk.ReadImage(summary["outputs"]["warped"]).GetSize() == (40, 48)
 
 
-def test_help_lists_subcommands():
+def test_help_lists_exactly_the_subcommands(capsys):
     result = subprocess.run([sys.executable, "-m", "equireg", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "register" in result.stdout
+    assert result.returncode == 0
+    listed = re.search(r"\{([a-z,]+)\}", result.stdout).group(1).split(",")
+    parser_commands = cli.build_parser()._subparsers._group_actions[0].choices
+    assert listed == list(parser_commands) == list(cli.SUBCOMMANDS) == ["register", "evaluate", "equivariance"]
+    documented = re.search(r"``equireg ([a-z |]+)``", cli.__doc__).group(1).split(" | ")
+    assert documented == listed
+    assert "toy" not in result.stdout
+    for command in listed:
+        with pytest.raises(SystemExit) as exit_status:
+            main([command, "--help"])
+        assert exit_status.value.code == 0 and f"usage: equireg {command}" in capsys.readouterr().out
 
 
 def _truncated(path, source, fraction=0.5):
@@ -126,6 +142,11 @@ def _bad_register_input(tmp_path, good, case):
         return good, _truncated(tmp_path / "cut.pt", whole), [], "cut.pt", "corrupt"
     if case == "other_method_checkpoint":
         return good, _model_file(tmp_path / "vxm.pt", "voxelmorph"), [], "vxm.pt", "method 'voxelmorph', not 'gradicon'"
+    if case == "option_with_checkpoint":  # used to be ignored without a word
+        model = _model_file(tmp_path / "model.pt", "gradicon", levels=1)
+        return good, model, ["--option", "levels=2"], "--option levels=2", "model.pt brings its own"
+    if case == "bad_threads":
+        return good, "none", ["--threads", "0"], "--threads 0", "at least 1"
     if case == "unknown_option":
         return good, "none", ["--option", "level=2"], "options {'level': 2}", "does not take"
     if case == "bad_shape":
@@ -138,7 +159,8 @@ def _bad_register_input(tmp_path, good, case):
 
 BAD_REGISTER_INPUTS = ["missing", "directory", "corrupt", "truncated_nifti", "truncated_mha", "nan", "inf", "nan_nifti",
                        "four_d", "one_d", "vector", "dimension_mismatch", "garbage_checkpoint", "truncated_checkpoint",
-                       "other_method_checkpoint", "unknown_option", "bad_shape", "out_is_a_file"]
+                       "other_method_checkpoint", "option_with_checkpoint", "bad_threads", "unknown_option", "bad_shape",
+                       "out_is_a_file"]
 
 
 @pytest.mark.parametrize("case", BAD_REGISTER_INPUTS)
@@ -155,7 +177,8 @@ def test_bad_input_is_a_clear_error_without_output(tmp_path, capsys, case):
     assert not (tmp_path / "out").is_dir()
 
 
-@pytest.mark.parametrize("case", ["missing", "only_moving", "size_mismatch", "dimension_mismatch", "nan", "shift_count"])
+@pytest.mark.parametrize("case", ["missing", "only_moving", "size_mismatch", "dimension_mismatch", "nan", "shift_count",
+                                  "option_with_checkpoint"])
 def test_equivariance_bad_input(tmp_path, capsys, case):
     good = tmp_path / "good.mha"
     _image(good, _blob((24, 24), (12, 12)))
@@ -173,7 +196,11 @@ def test_equivariance_bad_input(tmp_path, capsys, case):
         moving, names, says = str(_image_path(tmp_path / "nan.mha", array)), "nan.mha", "NaN"
     elif case == "shift_count":
         extra, names, says = ["--shift-fixed", "1", "2", "3"], "--shift-fixed 1 2 3", "expected 2 voxel shifts"
-    arguments = ["equivariance", "--method", "gradicon", "--checkpoint", "none", "--option", "levels=1",
+    checkpoint = "none"
+    if case == "option_with_checkpoint":
+        checkpoint = str(_model_file(tmp_path / "model.pt", "gradicon", levels=1))
+        names, says = "--option levels=1", "model.pt brings its own"
+    arguments = ["equivariance", "--method", "gradicon", "--checkpoint", checkpoint, "--option", "levels=1",
                  "--moving", moving]
     if case == "only_moving":
         names, says = "--moving and --fixed", "go together"
@@ -207,3 +234,147 @@ def test_failed_write_leaves_no_output(tmp_path, monkeypatch, capsys):
 def _image_path(path, array):
     _image(path, array)
     return path
+
+
+# --- resampling to the network grid, the outputs, --threads and --progress ----------------------------
+
+def _register(tmp_path, moving, fixed, *extra, method="classical"):
+    options = ["--option", "deformable=none"] if method == "classical" else []
+    return main(["register", "--method", method, "--checkpoint", "none", "--moving", str(moving), "--fixed", str(fixed),
+                 "--out", str(tmp_path / "out"), *options, *extra])
+
+
+def test_resampling_pads_to_keep_the_aspect_ratio_and_warns(tmp_path, monkeypatch, capsys):
+    """A 257x221 slice meets a 98x70 network as 81x70 of image and 17 rows of padding, not stretched."""
+    array = 1.0 + _blob((257, 221), (128, 110)) + np.linspace(0, 1, 221)[None]
+    _image(tmp_path / "fixed.mha", array.astype(np.float32))
+    seen = []
+    real = cli._run_network
+    monkeypatch.setattr(cli, "_run_network", lambda net, method, moving, fixed: seen.append(fixed) or real(
+        net, method, moving, fixed))
+    assert _register(tmp_path, tmp_path / "fixed.mha", tmp_path / "fixed.mha", "--shape", "98", "70") == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert "--fixed" in captured.err and "257x221" in captured.err and "98x70" in captured.err
+    assert "fills 81x70 of it, padded" in captured.err and summary["resampled"]
+    spacing = summary["network_spacing_mm"]
+    assert spacing[0] == pytest.approx(spacing[1]) == pytest.approx(220 / 69)
+    network_input = seen[0][0, 0]
+    assert network_input.shape == (98, 70)
+    image_rows = (network_input > 0.05).any(1).nonzero()[:, 0]  # the padding is 0 after normalisation
+    assert len(image_rows) in (80, 81, 82) and abs(image_rows.float().mean().item() - 48.5) < 1
+    assert (network_input[:8] == 0).all() and (network_input[-8:] == 0).all()
+    field = sitk.ReadImage(summary["outputs"]["displacement"])
+    assert field.GetSize() == (221, 257)  # back on the fixed grid
+    assert summary["displacement_mm"]["max"] < 0.5  # the same image: (nearly) the identity
+
+
+def test_no_warning_when_the_images_are_on_the_network_grid(tmp_path, capsys):
+    _image(tmp_path / "fixed.mha", _blob((24, 20), (12, 10)))
+    assert _register(tmp_path, tmp_path / "fixed.mha", tmp_path / "fixed.mha", "--no-progress") == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and not json.loads(captured.out)["resampled"]
+
+
+def _nifti_header(path):
+    with gzip.open(path, "rb") as stream:
+        header = stream.read(348)
+    intent_code, datatype = struct.unpack("<hh", header[68:72])
+    return intent_code, datatype
+
+
+@pytest.mark.parametrize("dimension", [2, 3])
+def test_outputs_nifti_field_and_a_transform_that_reproduces_the_warped_image(tmp_path, capsys, dimension):
+    shape = (40, 36) if dimension == 2 else (20, 18, 16)
+    spacing = (0.7, 1.3, 2.0)[:dimension]
+    centre = [n / 2 for n in shape]
+    fixed = _image(tmp_path / "fixed.nii.gz", _blob(shape, centre) + 0.5 * _blob(shape, [c - 4 for c in centre]),
+                   spacing, (10.0, -5.0, 3.0)[:dimension])
+    moving_centre = [c + 2 for c in centre]
+    # the moving image on another grid (origin, size): resampled in physical space
+    moving = _image(tmp_path / "moving.nii.gz", _blob(shape, moving_centre) + 0.5 * _blob(shape, [c - 4 for c in
+                    moving_centre]), spacing, (11.0, -4.0, 3.5)[:dimension])
+    assert _register(tmp_path, tmp_path / "moving.nii.gz", tmp_path / "fixed.nii.gz") == 0
+    summary = json.loads(capsys.readouterr().out)
+    outputs = summary["outputs"]
+    assert _nifti_header(outputs["displacement"]) == (1006, 16)  # NIFTI_INTENT_DISPVECT, float32
+    from equireg.data.io import read_displacement
+
+    field = read_displacement(outputs["displacement"])
+    if dimension == 3:  # SimpleITK alone reads 3-D fields right (2-D ones: see read_displacement)
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(outputs["displacement"])),
+                                      sitk.GetArrayFromImage(field))
+    assert field.GetDimension() == dimension and field.GetNumberOfComponentsPerPixel() == dimension
+    assert field.GetPixelID() == sitk.sitkVectorFloat32
+    for a, b in zip((field.GetOrigin(), field.GetSpacing(), field.GetSize()),
+                    (fixed.GetOrigin(), fixed.GetSpacing(), fixed.GetSize())):
+        np.testing.assert_allclose(a, b)
+    # on disk the vectors follow NIfTI's RAS convention: x and y of ITK's LPS negated
+    with gzip.open(outputs["displacement"], "rb") as stream:
+        raw = stream.read()
+    offset = int(struct.unpack("<f", raw[108:112])[0])
+    on_disk = np.frombuffer(raw[offset:], "<f4").reshape(dimension, *shape)  # components slowest
+    lps = sitk.GetArrayFromImage(field)
+    for component in range(dimension):
+        sign = -1 if component < 2 else 1
+        np.testing.assert_array_equal(on_disk[component], sign * lps[..., component])
+    transform = sitk.ReadTransform(outputs["transform"])
+    assert transform.GetDimension() == dimension
+    # the NIfTI field and the transform's field agree (the NIfTI stores RAS: x, y negated on disk)
+    stored = sitk.GetArrayFromImage(sitk.DisplacementFieldTransform(transform).GetDisplacementField())
+    np.testing.assert_allclose(sitk.GetArrayFromImage(field), stored, atol=1e-5)
+    warped = sitk.ReadImage(outputs["warped"])
+    again = sitk.Resample(sitk.Cast(moving, sitk.sitkFloat32), fixed, transform, sitk.sitkLinear, 0.0,
+                          sitk.sitkFloat32)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(warped), atol=1e-6)
+    # and it registers: the blobs sit 2 voxels per axis plus the origin difference apart (x, y, z in mm)
+    expected = 2 * np.asarray(spacing) + np.subtract((11.0, -4.0, 3.5), (10.0, -5.0, 3.0))[:dimension]
+    np.testing.assert_allclose(field[tuple(int(c) for c in centre[::-1])], expected, atol=0.1)
+    error_before = np.abs(sitk.GetArrayFromImage(sitk.Resample(moving, fixed)) - sitk.GetArrayFromImage(fixed)).mean()
+    error_after = np.abs(sitk.GetArrayFromImage(warped) - sitk.GetArrayFromImage(fixed)).mean()
+    assert error_after < 0.2 * error_before, (error_before, error_after)
+
+
+def test_threads_set_torch_sitk_and_the_classical_method(tmp_path, monkeypatch, capsys):
+    _image(tmp_path / "fixed.mha", _blob((24, 20), (12, 10)))
+    _image(tmp_path / "moving.mha", _blob((24, 20), (13, 9)))
+    torch_threads, sitk_threads = torch.get_num_threads(), sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    built = []
+    real_load = cli._load
+    monkeypatch.setattr(cli, "_load", lambda args, dimension: built.append(real_load(args, dimension)[0]) or (
+        built[-1], {"input_shape": None}))
+    try:
+        assert _register(tmp_path, tmp_path / "moving.mha", tmp_path / "fixed.mha", "--threads", "3") == 0
+        assert torch.get_num_threads() == 3 and sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 3
+        assert built[0].threads == 3
+    finally:
+        torch.set_num_threads(torch_threads)
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(sitk_threads)
+    capsys.readouterr()
+    assert _register(tmp_path, tmp_path / "moving.mha", tmp_path / "fixed.mha") == 0
+    assert built[1].threads == 1  # without --threads the classical method stays single-threaded
+
+
+def test_progress_bar_on_stderr_only_when_asked(tmp_path, capsys):
+    _image(tmp_path / "fixed.mha", _blob((24, 20), (12, 10)))
+    _image(tmp_path / "moving.mha", _blob((24, 20), (13, 9)))
+    assert _register(tmp_path, tmp_path / "moving.mha", tmp_path / "fixed.mha", "--progress") == 0
+    captured = capsys.readouterr()
+    assert "classical affine (correlation)" in captured.err and json.loads(captured.out)["metric"] == "correlation"
+    assert _register(tmp_path, tmp_path / "moving.mha", tmp_path / "fixed.mha") == 0  # stderr is no terminal here
+    assert "classical" not in capsys.readouterr().err
+
+
+def test_moving_image_coarser_along_one_axis_only_is_resampled(tmp_path, capsys):
+    """Anti-aliasing smooths only the axes the network grid coarsens (ITK takes no zero sigma)."""
+    def blob(size_xy, spacing_xy):  # one physical blob, sampled on the given grid
+        y, x = np.meshgrid(*[np.arange(n) * s for n, s in zip(size_xy[::-1], spacing_xy[::-1])], indexing="ij")
+        return np.exp(-((x - 10) ** 2 + (y - 12) ** 2) / 18).astype(np.float32)
+
+    fixed = _image(tmp_path / "fixed.mha", blob((20, 24), (1.0, 1.0)))
+    _image(tmp_path / "moving.mha", blob((10, 48), (2.0, 0.5)), (2.0, 0.5))  # y finer, x coarser than fixed
+    assert _register(tmp_path, tmp_path / "moving.mha", tmp_path / "fixed.mha") == 0
+    captured = capsys.readouterr()
+    assert "--moving" in captured.err and "--fixed" not in captured.err
+    warped = sitk.GetArrayFromImage(sitk.ReadImage(json.loads(captured.out)["outputs"]["warped"]))
+    assert np.abs(warped - sitk.GetArrayFromImage(fixed))[:, :19].max() < 0.05  # x = 19 lies outside the moving

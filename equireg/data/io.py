@@ -8,8 +8,10 @@ import math
 import os
 import re
 import struct
+import tempfile
 import zlib
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -178,3 +180,168 @@ def write_images(images: dict[str | os.PathLike, sitk.Image]) -> None:
         temporaries = {stack.enter_context(atomic_path(path)): image for path, image in images.items()}
         for temporary, image in temporaries.items():
             sitk.WriteImage(image, str(temporary), useCompression=True)
+
+
+# --- geometry: physical points, the network grid, resampling -----------------------------------------
+
+Geometry = tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]
+
+
+def geometry(image: sitk.Image | sitk.ImageFileReader) -> Geometry:
+    """(origin, spacing, direction) of an image or a read header, the SimpleITK way (x, y, z order)."""
+    return image.GetOrigin(), image.GetSpacing(), image.GetDirection()
+
+
+def read_header(path: str | os.PathLike, dimensions: tuple[int, ...] = (2, 3)) -> tuple[tuple[int, ...], Geometry]:
+    """(array-axis shape, geometry) from the header alone, with the checks of :func:`read_shape`."""
+    reader = _open(Path(path), dimensions)
+    return tuple(reader.GetSize()[::-1]), geometry(reader)
+
+
+def same_geometry(a: Geometry, b: Geometry, tolerance: float = 1e-4) -> bool:
+    """Whether two geometries agree to ``tolerance`` (mm for origins, relative for spacings)."""
+    (origin_a, spacing_a, direction_a), (origin_b, spacing_b, direction_b) = a, b
+    return (np.allclose(origin_a, origin_b, rtol=0, atol=tolerance)
+            and np.allclose(spacing_a, spacing_b, rtol=tolerance, atol=0)
+            and np.allclose(direction_a, direction_b, rtol=0, atol=tolerance))
+
+
+def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    """Whether two images share size, origin, spacing and direction (to round-off)."""
+    return a.GetSize() == b.GetSize() and same_geometry(geometry(a), geometry(b), 1e-6)
+
+
+def physical_to_index(points_xyz: np.ndarray, origin: Sequence[float], spacing: Sequence[float],
+                      direction: Sequence[float]) -> np.ndarray:
+    """Physical points ``[..., D]`` (ITK x, y, z order) -> continuous voxel indices ``[..., D]`` in
+    array-axis order: the inverse of :func:`equireg.transforms.index_to_physical`."""
+    dimension = len(origin)
+    matrix = np.asarray(direction, dtype=np.float64).reshape(dimension, dimension) * np.asarray(spacing)
+    index_xyz = (np.asarray(points_xyz, dtype=np.float64) - np.asarray(origin)) @ np.linalg.inv(matrix).T
+    return np.ascontiguousarray(index_xyz[..., ::-1])
+
+
+def network_grid(fixed: sitk.Image, shape: tuple[int, ...] | list[int]) -> sitk.Image:
+    """An empty image of array shape ``shape`` covering ``fixed``'s physical extent without stretching it.
+
+    The grid keeps the fixed image's direction and the ratios of its spacings (one scale factor for
+    every axis, the smallest that fits the whole image); the image is centred and the rest is
+    padding. When ``shape`` is the fixed image's own shape the grid is the fixed grid.
+    """
+    size_xyz = np.asarray(fixed.GetSize(), dtype=np.float64)
+    shape_xyz = np.asarray(list(shape)[::-1], dtype=np.float64)
+    scale = float(np.max((size_xyz - 1) / (shape_xyz - 1)))
+    spacing = np.asarray(fixed.GetSpacing()) * scale
+    direction = np.asarray(fixed.GetDirection(), dtype=np.float64).reshape(len(shape), len(shape))
+    centre = np.asarray(fixed.GetOrigin()) + direction @ (np.asarray(fixed.GetSpacing()) * (size_xyz - 1) / 2)
+    grid = sitk.Image([int(n) for n in shape_xyz], sitk.sitkFloat32)
+    grid.SetSpacing([float(s) for s in spacing])
+    grid.SetDirection(fixed.GetDirection())
+    grid.SetOrigin([float(o) for o in centre - direction @ (spacing * (shape_xyz - 1) / 2)])
+    return grid
+
+
+def resample_to(image: sitk.Image, grid: sitk.Image) -> sitk.Image:
+    """``image`` on ``grid`` in physical space (linear), padded with the image's minimum.
+
+    When the grid is coarser, the image is first smoothed (Gaussian, sigma half the grid spacing)
+    so that thin structures are averaged like the pooled training images, not aliased.
+    """
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    if same_grid(image, grid):
+        return image
+    coarser = np.asarray(grid.GetSpacing()) > np.asarray(image.GetSpacing()) * (1 + 1e-6)
+    for axis in np.flatnonzero(coarser):  # one axis at a time: ITK takes no zero sigma
+        image = sitk.RecursiveGaussian(image, 0.5 * grid.GetSpacing()[axis], False,
+                                       sitk.RecursiveGaussianImageFilter.ZeroOrder, int(axis))
+    low = float(sitk.GetArrayViewFromImage(image).min())
+    return sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, low, sitk.sitkFloat32)
+
+
+# --- registration outputs: the displacement field (NIfTI) and the ITK transform ----------------------
+
+NIFTI_INTENT_DISPVECT = 1006
+_INTENT_CODE_OFFSET = 68  # bytes into the NIfTI-1 header (int16)
+
+
+def _nifti_displacement_bytes(field: sitk.Image, temporary: Path) -> None:
+    """Write ``field`` (LPS components, SimpleITK's convention) as a float32 NIfTI displacement field.
+
+    ITK writes vector images with intent 1007 (a generic vector) and refuses to write 1006 from
+    SimpleITK. NIfTI displacement vectors are RAS, and ITK turns x and y back to LPS when it reads
+    intent 1006; so x and y are negated here and the intent code is set in the header:
+    ``sitk.ReadImage`` gives back the LPS field of a 3-D file, :func:`read_displacement` of any.
+    """
+    array = sitk.GetArrayFromImage(field).astype(np.float32)
+    array[..., :2] *= -1
+    ras = sitk.GetImageFromArray(array, isVector=True)
+    ras.CopyInformation(field)
+    plain = temporary.with_name(temporary.name.removesuffix(".gz"))
+    try:
+        sitk.WriteImage(ras, str(plain), useCompression=False)
+        data = bytearray(plain.read_bytes())
+    finally:
+        plain.unlink(missing_ok=True)
+    order = "<" if struct.unpack("<i", data[:4])[0] == 348 else ">"
+    data[_INTENT_CODE_OFFSET:_INTENT_CODE_OFFSET + 2] = struct.pack(order + "h", NIFTI_INTENT_DISPVECT)
+    if temporary.name.endswith(".gz"):
+        # mtime 0: the same field gives the same bytes
+        temporary.write_bytes(gzip.compress(bytes(data), compresslevel=6, mtime=0))
+    else:
+        temporary.write_bytes(bytes(data))
+
+
+def read_displacement(path: str | os.PathLike) -> sitk.Image:
+    """Read a displacement field written by :func:`write_outputs` (or any vector image) with LPS
+    components, as ``sitk.DisplacementFieldTransform`` takes it.
+
+    3-D NIfTI fields with intent 1006 are what ``sitk.ReadImage`` reads correctly on its own. For
+    2-D ones, ITK (up to SimpleITK 2.5 at least) turns RAS into LPS by negating numbers in strides
+    of three, which scrambles 2-component vectors; so here the file is read as a plain vector image
+    (intent 1007) and x and y are negated explicitly.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: {'no such file' if not path.exists() else 'not a file'}")
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as stream:
+            header = stream.read(348)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ImageError(f"{path}: cannot be read ({error})") from None
+    if len(header) < 348 or header[344:348] != b"n+1\0":
+        return sitk.ReadImage(str(path))
+    order = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
+    dims = struct.unpack(order + "8h", header[40:56])
+    intent = struct.unpack(order + "h", header[_INTENT_CODE_OFFSET:_INTENT_CODE_OFFSET + 2])[0]
+    if intent != NIFTI_INTENT_DISPVECT or dims[3] > 1:
+        return sitk.ReadImage(str(path))
+    with opener(path, "rb") as stream:
+        data = bytearray(stream.read())
+    data[_INTENT_CODE_OFFSET:_INTENT_CODE_OFFSET + 2] = struct.pack(order + "h", 1007)
+    handle, temporary = tempfile.mkstemp(suffix=".nii")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        image = sitk.ReadImage(temporary)
+    finally:
+        os.unlink(temporary)
+    array = sitk.GetArrayFromImage(image)
+    array[..., :2] *= -1  # RAS -> LPS
+    field = sitk.GetImageFromArray(array, isVector=True)
+    field.CopyInformation(image)
+    return field
+
+
+def write_outputs(images: dict[str | os.PathLike, sitk.Image],
+                  displacements: dict[str | os.PathLike, sitk.Image] | None = None,
+                  transforms: dict[str | os.PathLike, sitk.Transform] | None = None) -> None:
+    """Write images, NIfTI displacement fields and ITK transform files as one: after a failure
+    none of them has appeared."""
+    with contextlib.ExitStack() as stack:
+        for path, image in images.items():
+            sitk.WriteImage(image, str(stack.enter_context(atomic_path(path))), useCompression=True)
+        for path, field in (displacements or {}).items():
+            _nifti_displacement_bytes(field, stack.enter_context(atomic_path(path)))
+        for path, transform in (transforms or {}).items():
+            sitk.WriteTransform(transform, str(stack.enter_context(atomic_path(path))))
