@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from equireg import methods
+from equireg import devices, methods
 
 #: the subcommands, in the order ``--help`` lists them
 SUBCOMMANDS = ("register", "evaluate", "equivariance")
@@ -49,8 +49,9 @@ def _size(shape: Sequence[int]) -> str:
 
 def _run_network(net: torch.nn.Module, method: str, moving: torch.Tensor, fixed: torch.Tensor):
     """``net(moving, fixed)``; a size the architecture cannot take becomes a ValueError."""
+    device = devices.of(net)
     try:
-        return net(moving, fixed)
+        return net(moving.to(device), fixed.to(device))
     except (RuntimeError, ValueError) as error:
         raise ValueError(f"network size {_size(fixed.shape[2:])}: {method} cannot run at this size "
                          f"({str(error).splitlines()[0]}); pick another --shape") from None
@@ -79,7 +80,9 @@ def _load(args: argparse.Namespace, dimension: int) -> tuple[torch.nn.Module, di
     if args.checkpoint is not None and args.option:
         raise ValueError(f"--option {' '.join(args.option)}: builder options apply to a fresh network "
                          f"(--checkpoint none); {args.checkpoint} brings its own")
-    net, info = load_model(args.checkpoint, args.method, dimension, _options(args.option))
+    device = devices.resolve_device(args.device)
+    net, info = load_model(args.checkpoint, args.method, dimension, _options(args.option), device,
+                           devices.resolve_precision(args.precision, device))
     # networks that run their own thread pool and iterations (the classical method) expose these
     if args.threads is not None and hasattr(net, "threads"):
         net.threads = args.threads
@@ -167,7 +170,7 @@ def _register_pair(args: argparse.Namespace) -> Registration:
         else:
             query = torch.from_numpy(io.physical_to_index(points, *io.geometry(grid)) / (grid_shape - 1))
             query = query.float().movedim(-1, 0)[None]
-        mapped = phi(query)  # where each fixed voxel lands, in network-grid coordinates
+        mapped = phi(query.to(devices.of(net))).cpu()  # where each fixed voxel lands, in network-grid coordinates
         del query
     folds = metrics.fold_percentage(mapped)  # the grid is the fixed grid scaled: same Jacobian signs
     mapped_points = index_to_physical(mapped[0].movedim(0, -1).double().numpy() * (grid_shape - 1),
@@ -404,7 +407,8 @@ def equivariance(args: argparse.Namespace) -> dict[str, Any]:
     if args.moving is not None:
         moving, fixed = io.to_tensor(io.read_image(args.moving)), io.to_tensor(io.read_image(args.fixed))
     try:
-        report = equivariance_report(net, moving, fixed, shift_moving, shift_fixed)
+        report = equivariance_report(net, moving.to(devices.of(net)), fixed.to(devices.of(net)), shift_moving,
+                                     shift_fixed)
     except RuntimeError as error:
         raise ValueError(f"{args.method} cannot run at the padded size {_size(padded)} "
                          f"({str(error).splitlines()[0]}); try other shifts") from None
@@ -420,6 +424,9 @@ def _common_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--threads", type=int, metavar="N",
                          help="torch threads and SimpleITK's default thread count (the classical method "
                               "runs single-threaded otherwise)")
+    command.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    command.add_argument("--precision", default="fp32", choices=devices.PRECISIONS,
+                         help="of the network's convolutions (auto: bf16 where the hardware has it natively)")
     command.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                          help="progress bar of iterative registration on stderr (default: when stderr is a terminal)")
 

@@ -204,7 +204,7 @@ def train(
             if not torch.isfinite(terms["loss"]):
                 # stop before the weights and the checkpoint are corrupted; resuming repeats the step
                 raise FloatingPointError(
-                    f"{directory}: training loss at step {step + 1} is not finite ({float(terms['loss'])}); "
+                    f"{directory}: training loss at step {step + 1} is not finite ({float(terms['loss'].detach())}); "
                     f"precision {precision}: try precision fp32 or a smaller learning rate")
             terms["loss"].backward()
             optimizer.step()

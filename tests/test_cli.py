@@ -378,3 +378,17 @@ def test_moving_image_coarser_along_one_axis_only_is_resampled(tmp_path, capsys)
     assert "--moving" in captured.err and "--fixed" not in captured.err
     warped = sitk.GetArrayFromImage(sitk.ReadImage(json.loads(captured.out)["outputs"]["warped"]))
     assert np.abs(warped - sitk.GetArrayFromImage(fixed))[:, :19].max() < 0.05  # x = 19 lies outside the moving
+
+
+def test_device_and_precision_flags(tmp_path, capsys):
+    shape = (40, 36)
+    _image(tmp_path / "fixed.nii.gz", _blob(shape, (20, 18)))
+    _image(tmp_path / "moving.nii.gz", _blob(shape, (21, 17)))
+    args = ["register", "--method", "voxelmorph", "--checkpoint", "none", "--moving", str(tmp_path / "moving.nii.gz"),
+            "--fixed", str(tmp_path / "fixed.nii.gz")]
+    assert main([*args, "--out", str(tmp_path / "out"), "--device", "cpu", "--precision", "bf16"]) == 0
+    assert (tmp_path / "out" / "transform.h5").exists()
+    capsys.readouterr()
+    if not torch.cuda.is_available():
+        assert main([*args, "--out", str(tmp_path / "gpu"), "--device", "cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "gpu").exists()

@@ -21,6 +21,16 @@ SEEDS = PRESET_CONFIG["seeds"]
 # training stage's steps (e.g. max_steps=2 checks a preset end to end at its real sizes)
 COMPUTE = {"device": config["device"], "precision": config["precision"]}
 MAX_STEPS = config["max_steps"]
+# results/reference/ is the default preset's committed copy: a run compares itself with it
+# (reproduction.md) and overwrites it only when asked to (--config refresh_reference=true)
+REFERENCE_PRESET = "default"
+REFRESH_ASKED = str(config["refresh_reference"]).lower() == "true"
+REFRESH_REFERENCE = PRESET == REFERENCE_PRESET and REFRESH_ASKED
+if REFRESH_ASKED and not REFRESH_REFERENCE:
+    raise WorkflowError(
+        f"config key 'refresh_reference': results/reference/ holds the {REFERENCE_PRESET!r} "
+        f"preset; preset {PRESET!r} cannot refresh it"
+    )
 ENV = "../envs/equireg.yaml"
 TRAINED = {
     "carl",
@@ -131,6 +141,8 @@ TABLES = [
     "toy1d",
     "landscape",
 ]
+# the tables whose headline numbers reproduction.md compares (equireg.reproduction.headlines)
+REPRODUCED_TABLES = ["retina", "retina_pairs", "lung", "equivariance", "landscape"]
 FIGURES = [
     "retina_violin",
     "learning_curves",
@@ -159,20 +171,8 @@ def tables_directory(wildcards, input):
     return os.path.dirname(input.tables[0])
 
 
-# results/reference/ is the default preset's committed copy: a run compares itself with it
-# (reproduction.md) and overwrites it only when asked to (--config refresh_reference=true)
-REFERENCE_PRESET = "default"
-REFRESH_ASKED = str(config["refresh_reference"]).lower() == "true"
-REFRESH_REFERENCE = PRESET == REFERENCE_PRESET and REFRESH_ASKED
-if REFRESH_ASKED and not REFRESH_REFERENCE:
-    raise WorkflowError(
-        f"config key 'refresh_reference': results/reference/ holds the {REFERENCE_PRESET!r} "
-        f"preset; preset {PRESET!r} cannot refresh it"
-    )
-
-
 def reference_outputs():
-    """What rule all asks of the reference: a refresh, or the comparison with it."""
+    """The target of the default run regarding results/reference/ (a refresh, or the comparison)."""
     if REFRESH_REFERENCE:
         return ["results/reference/claims.md"]
     if PRESET == REFERENCE_PRESET:

@@ -93,7 +93,7 @@ rule claims:
 rule reproduction:
     input:
         tables=all_tables(),
-        reference=expand("results/reference/tables/{name}.csv", name=TABLES),
+        reference=expand("results/reference/tables/{name}.csv", name=REPRODUCED_TABLES),
     output:
         f"{RESULTS}/reproduction.md",
     log:
@@ -102,7 +102,7 @@ rule reproduction:
         ENV
     params:
         tables=tables_directory,
-        reference="results/reference/tables",
+        reference=lambda wildcards, input: os.path.dirname(input.reference[0]),
     script:
         "../scripts/reproduction.py"
 
