@@ -131,13 +131,13 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _slurm_conf(state: Path, host: str, hardware: str) -> str:
+def _slurm_conf(state: Path, host: str, hardware: str, ctld_port: int) -> str:
     """A one-node cluster of this machine, private to the test: its own ports, state, logs and pid
     files under ``state``; no accounting (so sacct does not work: the run uses squeue)."""
     return "\n".join([
         "ClusterName=equireg-test",
         f"SlurmctldHost={host}",
-        f"SlurmctldPort={_free_port()}",
+        f"SlurmctldPort={ctld_port}",
         f"SlurmdPort={_free_port()}",
         "SlurmUser=root",
         "SlurmdUser=root",
@@ -224,7 +224,8 @@ def slurm_cluster(tmp_path_factory):
         pytest.skip("starting slurmctld and slurmd needs root")
     for path, why in ((SYSTEM_CONF, "a SLURM configuration"), (CONFIGLESS_CONF, "a configless slurmd's configuration")):
         if path.exists() or path.is_symlink():
-            pytest.skip(f"{path} exists ({why} of this machine): the jobs' nested srun would read it, not ours")
+            pytest.skip(f"{path} exists ({why} of this machine, or left by a killed run of this test: remove "
+                        "it if no slurmd runs): the jobs' nested srun would read it, not ours")
     state = tmp_path_factory.mktemp("slurm")
     for name in ("ctld", "d"):
         (state / name).mkdir()
@@ -235,7 +236,8 @@ def slurm_cluster(tmp_path_factory):
         pytest.skip("`slurmd -C` did not describe this machine")
     hardware = " ".join(field for field in measured if not field.startswith("NodeName="))
     conf = state / "slurm.conf"
-    conf.write_text(_slurm_conf(state, host, hardware))
+    ctld_port = _free_port()
+    conf.write_text(_slurm_conf(state, host, hardware, ctld_port))
     # A GPU needs a device file; /dev/null stands in (slurmd only checks that it exists).
     (state / "gres.conf").write_text("AutoDetect=off\nName=gpu File=/dev/null\n")
     env = {key: value for key, value in os.environ.items() if not key.startswith(("SLURM_", "SNAKEMAKE_SLURM"))}
@@ -267,7 +269,7 @@ def slurm_cluster(tmp_path_factory):
                 give_up(f"munged: {_tail(started.stderr, 5)}")
             stops.append(MUNGE_PID)
         for daemon, environment in ((["/usr/sbin/slurmctld"], env),
-                                    (["/usr/sbin/slurmd", "--conf-server", f"{host}:{_ctld_port(conf)}"], daemon_env)):
+                                    (["/usr/sbin/slurmd", "--conf-server", f"{host}:{ctld_port}"], daemon_env)):
             started = _run(daemon, timeout=30, env=environment)
             stops.append(state / f"{Path(daemon[0]).name}.pid")
             if started.returncode != 0:
@@ -292,10 +294,6 @@ def slurm_cluster(tmp_path_factory):
         yield env
     finally:
         stop_all()
-
-
-def _ctld_port(conf: Path) -> str:
-    return next(line.split("=", 1)[1] for line in conf.read_text().splitlines() if line.startswith("SlurmctldPort="))
 
 
 def _snakemake_killed_after(timeout: int, args: list[str], cwd: Path, env: dict, log: Path) -> int:
