@@ -185,19 +185,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _stop(pid_file: Path) -> None:
-    """Stop the daemon whose pid ``pid_file`` holds: SIGTERM, then SIGKILL after 10 s."""
-    try:
-        pid = int(pid_file.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    if not _alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
+def _stop(pid_files: list[Path]) -> None:
+    """Stop the daemons whose pids ``pid_files`` hold: SIGTERM to all (each takes a few seconds to
+    shut down), then SIGKILL to any still alive after 10 s."""
+    pids = []
+    for pid_file in pid_files:
+        try:
+            pids.append(int(pid_file.read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    pids = [pid for pid in pids if _alive(pid)]
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _alive(pid):
+    for pid in filter(_alive, pids):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -245,12 +248,11 @@ def slurm_cluster(tmp_path_factory):
     env["SLURM_CONF"] = str(conf)
     env["PATH"] = os.pathsep.join([VENV_BIN, env.get("PATH", "")])
 
-    stops = []  # pid files of the daemons started here, stopped in reverse order
+    stops = []  # pid files of the daemons started here
 
     def stop_all():
         _cancel_all_jobs(env)
-        for pid_file in reversed(stops):
-            _stop(pid_file)
+        _stop(stops)
         if CONFIGLESS_CONF.is_symlink() and str(os.readlink(CONFIGLESS_CONF)).startswith(str(state)):
             CONFIGLESS_CONF.unlink()
 
