@@ -1,6 +1,7 @@
 """Training-step time of every method in fp32 and in bf16, and held-out Dice after equal training.
 
-``python benchmarks/train_step.py --threads 1`` times one Adam step (forward, backward, update)
+``python benchmarks/train_step.py --threads 1`` (on a GPU: ``--device cuda --batch 10``, the paper
+preset's batch) times one Adam step (forward, backward, update)
 per method with the default preset's loss, on smooth random pairs at batch 4: the 2-D methods at
 98×70 and 196×141 (default and paper retina sizes), CARL and GradICON in 3-D at 48³ (batch 1).
 fp32 and bf16 (:mod:`equireg.devices`: convolutions autocast, channels-last) alternate run by
@@ -47,10 +48,11 @@ def pair(batch: int, shape: tuple[int, ...], seed: int = 0) -> tuple[torch.Tenso
     return images[:batch], images[batch:]
 
 
-def stepper(method: str, dimension: int, options: dict, stage: dict, precision: str):
-    """One Adam step of ``method`` in ``precision`` as a closure."""
+def stepper(method: str, dimension: int, options: dict, stage: dict, precision: str,
+            device: torch.device = torch.device("cpu")):
+    """One Adam step of ``method`` in ``precision`` on ``device`` as a closure."""
     torch.manual_seed(0)
-    net = methods.build(method, dimension, **options).train()
+    net = methods.build(method, dimension, **options).train().to(device)
     devices.set_precision(net, precision)
     loss = training._stage_loss(net, training.Stage(steps=1, **stage))
     optimizer = training.adam(loss.parameters(), stage["lr"])
@@ -59,15 +61,17 @@ def stepper(method: str, dimension: int, options: dict, stage: dict, precision: 
         optimizer.zero_grad(set_to_none=True)
         loss(moving, fixed)["loss"].backward()
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # time the work, not its launch
 
     return step
 
 
 def compare(method: str, dimension: int, options: dict, stage: dict, shape: tuple[int, ...], batch: int,
-            repeats: int) -> dict[str, Any]:
+            repeats: int, device: torch.device = torch.device("cpu")) -> dict[str, Any]:
     """Median step seconds in fp32 and bf16, alternating, after one warm-up step each."""
-    moving, fixed = pair(batch, shape)
-    steps = {p: stepper(method, dimension, options, stage, p) for p in ("fp32", "bf16")}
+    moving, fixed = (images.to(device) for images in pair(batch, shape))
+    steps = {p: stepper(method, dimension, options, stage, p, device) for p in ("fp32", "bf16")}
     runs: dict[str, list[float]] = {p: [] for p in steps}
     for p, step in steps.items():
         step(moving, fixed)
@@ -118,18 +122,24 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--no-3d", action="store_true", help="skip the 3-D methods at 48³")
     parser.add_argument("--dice-steps", type=int, default=0, help="train this many steps per precision for Dice")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (equireg.devices)")
+    parser.add_argument("--batch", type=int, default=4, help="2-D batch size (the paper preset trains with 10)")
     args = parse(parser)
+    device = devices.resolve_device(args.device)
     shapes = [(49, 37)] if args.quick else SHAPES_2D
-    result: dict[str, Any] = {"benchmark": "train_step", "native_bf16": native_bf16(torch.device("cpu")),
+    result: dict[str, Any] = {"benchmark": "train_step", "device": str(device), "native_bf16": native_bf16(device),
                               "steps_2d": {}, "steps_3d": {}}
     for method in args.methods:
         options, stage = METHODS[method]
-        result["steps_2d"][method] = [compare(method, 2, options, stage, shape, 4, args.repeats) for shape in shapes]
+        result["steps_2d"][method] = [compare(method, 2, options, stage, shape, args.batch, args.repeats, device)
+                                      for shape in shapes]
     if not args.no_3d:
         size = 36 if args.quick else 48  # CARL in 3-D: its U-Net at half size needs >= 17
         for method, (options, stage) in METHODS_3D.items():
             if method in args.methods:
-                result["steps_3d"][method] = compare(method, 3, options, stage, (size,) * 3, 1, args.repeats)
+                result["steps_3d"][method] = compare(method, 3, options, stage, (size,) * 3, 1, args.repeats, device)
+    if device.type == "cuda":
+        result["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     if args.dice_steps:
         data = vessel_pairs(args.quick)
         result["dice"] = {"steps": args.dice_steps, **{

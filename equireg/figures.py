@@ -21,11 +21,36 @@ from equireg.data.datasets import load_arrays  # noqa: E402
 from equireg.files import atomic_path  # noqa: E402
 
 CONDITION_NAMES = {"none": "not shifted", "shift": "shifted", "shift_scale": "shifted+scaled"}
+#: how methods are named in figures, in the order they are drawn
+DISPLAY_NAMES = {"unregistered": "unregistered", "carl": "CARL", "carl_draft": "CARL (draft tree)",
+                 "gradicon": "GradICON", "voxelmorph": "VoxelMorph", "classical": "classical (SimpleITK)",
+                 "transformer_only": "ablation: transformer only", "unet_only": "ablation: U-Net only"}
+#: one colour per method in every figure: Okabe-Ito, safe for colour-blind readers; grey for the
+#: unregistered reference
+COLOURS = {"unregistered": "#999999", "carl": "#D55E00", "carl_draft": "#CC79A7", "gradicon": "#0072B2",
+           "voxelmorph": "#009E73", "classical": "#000000", "transformer_only": "#E69F00", "unet_only": "#56B4E9"}
+DPI = 300
+
+
+def display_name(method: str) -> str:
+    return DISPLAY_NAMES.get(method, method)
+
+
+def palette(methods: Sequence[str]) -> dict[str, str]:
+    """Colours keyed by display name, for seaborn's ``hue`` on display names."""
+    extra = iter(sns.color_palette("colorblind", len(methods)).as_hex())
+    return {display_name(m): COLOURS.get(m) or next(extra) for m in methods}
+
+
+def method_order(methods: Sequence[str]) -> list[str]:
+    """Display names in the order of ``DISPLAY_NAMES`` (unknown methods, e.g. plugins, last)."""
+    known = [m for m in DISPLAY_NAMES if m in set(methods)]
+    return [display_name(m) for m in known + sorted(set(methods) - set(known))]
 
 
 def style() -> None:
     sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
-    plt.rcParams.update({"figure.dpi": 120, "savefig.bbox": "tight", "image.cmap": "gray"})
+    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": DPI, "savefig.bbox": "tight", "image.cmap": "gray"})
 
 
 def save(figure: plt.Figure, png: str | Path, pdf: str | Path) -> None:
@@ -38,17 +63,28 @@ def save(figure: plt.Figure, png: str | Path, pdf: str | Path) -> None:
 
 
 def retina_violin(directory: Path) -> plt.Figure:
-    """Dice per pair, as violins, per method and train -> test condition (the paper's retina figure)."""
+    """Dice per generated test pair, as violins, per method and train -> test condition (the paper's
+    retina figure), with the unregistered pairs as reference. Methods that do not train (the
+    classical baseline) are evaluated once and shown in every train condition."""
     pairs = tables.read(directory, "retina_pairs")
-    pairs = pairs[pairs.test_set == "test"].copy()
-    pairs["condition"] = [f"{CONDITION_NAMES[a]} → {CONDITION_NAMES[b]}"
-                          for a, b in zip(pairs.train_condition, pairs.test_condition)]
+    pairs = pairs[pairs.test_set == "test"]
+    trained_on = sorted(set(pairs.train_condition), key=list(CONDITION_NAMES).index)
+    curves = tables.read(directory, "learning_curves")
+    untrained = sorted(set(pairs.method) - set(curves[curves.experiment == "retina"].method))
+    copies = [pairs[pairs.method == m].assign(train_condition=c) for m in untrained for c in trained_on if c != "none"]
+    reference = pairs.drop_duplicates(["train_condition", "test_condition", "seed", "pair"]).assign(
+        method="unregistered", dice=lambda frame: frame.dice_before)
+    data = pd.concat([pairs, *copies, reference], ignore_index=True)
+    data["method"] = data.method.map(display_name)
+    data["condition"] = [f"{CONDITION_NAMES[a]} → {CONDITION_NAMES[b]}"
+                         for a, b in zip(data.train_condition, data.test_condition)]
     order = [f"{CONDITION_NAMES[a]} → {CONDITION_NAMES[b]}" for a in CONDITION_NAMES for b in CONDITION_NAMES]
-    order = [o for o in order if o in set(pairs.condition)]
-    figure, axis = plt.subplots(figsize=(max(6, 1.4 * len(order) + 2), 4))
-    sns.violinplot(data=pairs, x="condition", y="dice", hue="method", order=order, cut=0,
-                   density_norm="width", inner="quartile", ax=axis)
-    axis.set(xlabel="train → test", ylabel="Dice", ylim=(0, 1))
+    order = [o for o in order if o in set(data.condition)]
+    methods = sorted(set(pairs.method)) + ["unregistered"]
+    figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(order) + 2), 4))
+    sns.violinplot(data=data, x="condition", y="dice", hue="method", order=order, hue_order=method_order(methods),
+                   palette=palette(methods), cut=0, density_norm="width", inner="quartile", linewidth=0.6, ax=axis)
+    axis.set(xlabel="train → test condition", ylabel="Dice (generated test pairs)", ylim=(0, 1))
     axis.tick_params(axis="x", rotation=20)
     axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small", title="method")
     return figure
@@ -57,16 +93,21 @@ def retina_violin(directory: Path) -> plt.Figure:
 def shift_sweep(directory: Path) -> plt.Figure:
     """Dice against shift magnitude: each method's capture radius, with its 95 % band over pairs."""
     sweep = tables.read(directory, "shift_sweep")
-    figure, axis = plt.subplots(figsize=(6, 4))
-    sns.lineplot(data=sweep, x="shift_px", y="dice", hue="method", marker="o", ax=axis)
-    colours = {line.get_label(): line.get_color() for line in axis.get_lines()}
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    colours = palette(sorted(set(sweep.method)))
     for method, curve in sweep.groupby("method"):
+        name = display_name(method)
+        axis.plot(curve.shift_px, curve.dice, marker="o", markersize=3, color=colours[name], label=name)
         axis.fill_between(curve.shift_px, curve.dice_ci_low, curve.dice_ci_high, alpha=0.15, linewidth=0,
-                          color=colours.get(method))
+                          color=colours[name])
     before = sweep.groupby("shift_px")["dice_before"].mean()
-    axis.plot(before.index, before.values, "k--", label="unregistered")
+    axis.plot(before.index, before.values, "--", color=COLOURS["unregistered"], label="unregistered")
     axis.set(xlabel="vertical shift of the fixed image (pixels at network resolution)", ylabel="Dice", ylim=(0, 1))
-    axis.legend(fontsize="small")
+    handles, labels = axis.get_legend_handles_labels()
+    rank = {name: k for k, name in enumerate(method_order([*sweep.method.unique(), "unregistered"]))}
+    ordered = sorted(zip(labels, handles), key=lambda item: rank.get(item[0], len(rank)))
+    axis.legend([h for _, h in ordered], [lab for lab, _ in ordered], loc="upper left", bbox_to_anchor=(1.01, 1),
+                fontsize="small", title="method (95 % band)")
     return figure
 
 
@@ -75,36 +116,49 @@ def learning_curves(directory: Path) -> plt.Figure:
     curves = tables.read(directory, "learning_curves")
     panels = [(e, score) for e, score in (("retina", "val_dice"), ("lung", "val_mtre_mm"))
               if score in curves and curves[curves.experiment == e][score].notna().any()]
-    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
-    for axis, (experiment, score) in zip(axes[0], panels):
+    figure, axes = plt.subplots(len(panels), 1, figsize=(7, 3.4 * len(panels)), squeeze=False, layout="constrained")
+    for axis, (experiment, score) in zip(axes[:, 0], panels):
         data = curves[curves.experiment == experiment].copy()
+        data = data[data[score].notna()]
+        methods = sorted(set(data.method))
+        data["method"] = data.method.map(display_name)
         data["train"] = data.train_condition.map(CONDITION_NAMES)
-        sns.lineplot(data=data, x="step", y=score, hue="method", style="train", marker="o", markersize=3, ax=axis)
+        sns.lineplot(data=data, x="step", y=score, hue="method", hue_order=method_order(methods),
+                     palette=palette(methods), style="train", marker="o", markersize=3, ax=axis)
         axis.set(xlabel="training step", title=experiment,
                  ylabel="validation Dice" if score == "val_dice" else "validation mTRE (mm)")
         axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     return figure
 
 
-def landscape(directory: Path) -> plt.Figure:
-    """Loss and dL/dt of a translation alone and of TwoStep{translation, network}."""
-    curve = pd.read_csv(directory.parent / "landscape" / "landscape.csv")
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(6, 5), sharex=True)
-    for name, label in (("translation", "translation T"), ("twostep", "TwoStep{T, Φ}")):
-        top.plot(curve.t, curve[f"loss_{name}"], label=label)
-        bottom.plot(curve.t, curve[f"grad_{name}"], label=label)
-    top.set(ylabel="similarity loss")
-    bottom.set(xlabel="translation t", ylabel="dL/dt")
+def landscape(curve_csv: str | Path, directory: Path) -> plt.Figure:
+    """SSD and dL/dt of a translation alone and of TwoStep{translation, network}, with the
+    half-depth basins whose widths claim 3 compares."""
+    curve = pd.read_csv(curve_csv)
+    widths = tables.read(directory, "landscape").set_index("transform")
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 5), sharex=True)
+    for (name, label), colour in zip((("translation", "translation T"), ("twostep", "TwoStep{T, Φ}")),
+                                     ("#0072B2", "#D55E00")):
+        loss = curve[f"loss_{name}"]
+        top.plot(curve.t, loss, label=label, color=colour)
+        bottom.plot(curve.t, curve[f"grad_{name}"], label=label, color=colour)
+        half_depth = (loss.min() + loss.median()) / 2
+        centre = float(curve.t.iloc[int(loss.to_numpy().argmin())])
+        width = float(widths.loc[name, "basin_width"])
+        top.hlines(half_depth, centre - width / 2, centre + width / 2, color=colour, linestyle=":", lw=2,
+                   label=f"{label}: half-depth basin {width:.3f}")
+    top.set(ylabel="SSD")
+    bottom.set(xlabel="translation t ([0, 1] units)", ylabel="dSSD/dt")
     bottom.axhline(0, color="k", lw=0.5)
-    top.legend()
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     return figure
 
 
-def toy1d(directory: Path) -> plt.Figure:
+def toy1d(curve_csv: str | Path) -> plt.Figure:
     """The 1-D toy: the images, attention's estimate of A^-1 o B against the analytic curve, the error."""
     from equireg.toy1d import plot_toy
 
-    curve = pd.read_csv(directory.parent / "toy1d" / "toy1d.csv")
+    curve = pd.read_csv(curve_csv)
     interior = curve["interior"].astype(bool)
     error = (curve.estimate - curve.analytic).abs().to_numpy()
     return plot_toy({"x": curve.x.to_numpy(), "estimate": curve.estimate.to_numpy(),
@@ -113,20 +167,20 @@ def toy1d(directory: Path) -> plt.Figure:
 
 
 def _qualitative(examples: Sequence[str], methods: Sequence[str], prefix: str) -> plt.Figure:
-    figure, axes = plt.subplots(len(examples), 4, figsize=(8, 2.1 * len(examples)), squeeze=False)
+    figure, axes = plt.subplots(len(examples), 4, figsize=(8.8, 2.1 * len(examples)), squeeze=False)
     for row, (method, path) in enumerate(zip(methods, examples)):
         data = load_arrays(path)
         fixed, moving, warped = (data[f"{prefix}{key}"] for key in ("fixed", "moving", "warped"))
         for col, (title, image) in enumerate((("fixed", fixed), ("moving", moving), ("warped moving", warped),
-                                              ("difference", warped - fixed))):
+                                              ("warped − fixed", warped - fixed))):
             axis = axes[row, col]
-            axis.imshow(image, cmap="RdBu_r" if col == 3 else "gray",
-                        vmin=-1 if col == 3 else 0, vmax=1)
+            shown = axis.imshow(image, cmap="RdBu_r" if col == 3 else "gray", vmin=-1 if col == 3 else 0, vmax=1)
             axis.set_xticks([])
             axis.set_yticks([])
             if row == 0:
                 axis.set_title(title)
-        axes[row, 0].set_ylabel(method)
+        figure.colorbar(shown, ax=axes[row, 3], fraction=0.046, pad=0.04)
+        axes[row, 0].set_ylabel(display_name(method))
     return figure
 
 
@@ -151,16 +205,16 @@ def vessel_masks(train: str) -> plt.Figure:
 
 
 def draw(name: str, directory: str | Path, png: str | Path, pdf: str | Path, *, retina_examples: Sequence[str],
-         lung_examples: Sequence[str], train: str) -> None:
-    """Draw figure ``name`` from the tables in ``directory``."""
+         lung_examples: Sequence[str], train: str, landscape_curve: str | Path, toy_curve: str | Path) -> None:
+    """Draw figure ``name`` from the tables in ``directory`` (and the curves and examples named)."""
     style()
     directory = Path(directory)
     makers: dict[str, Callable[[], plt.Figure]] = {
         "retina_violin": lambda: retina_violin(directory),
         "shift_sweep": lambda: shift_sweep(directory),
         "learning_curves": lambda: learning_curves(directory),
-        "landscape": lambda: landscape(directory),
-        "toy1d": lambda: toy1d(directory),
+        "landscape": lambda: landscape(landscape_curve, directory),
+        "toy1d": lambda: toy1d(toy_curve),
         "qualitative_retina": lambda: qualitative_retina(retina_examples),
         "qualitative_lung": lambda: qualitative_lung(lung_examples),
         "vessel_masks": lambda: vessel_masks(train),

@@ -53,6 +53,8 @@ rule figure:
             method=LUNG["methods"],
         ),
         train=f"{RESULTS}/data/retina/train_none.npz",
+        landscape=f"{RESULTS}/landscape/landscape.csv",
+        toy1d=f"{RESULTS}/toy1d/toy1d.csv",
     output:
         png=report(
             f"{RESULTS}/figures/{{name}}.png",

@@ -12,4 +12,6 @@ figures.draw(
     retina_examples=snakemake.input.retina_examples,
     lung_examples=snakemake.input.lung_examples,
     train=snakemake.input.train,
+    landscape_curve=snakemake.input.landscape,
+    toy_curve=snakemake.input.toy1d,
 )
