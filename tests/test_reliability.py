@@ -314,7 +314,7 @@ def _unknown_method(config):
 @pytest.mark.parametrize("edit,message", [
     (_typo, "Additional properties are not allowed ('warp_per_image' was unexpected)"),
     (_string_for_number, "'fast' is not of type 'number'"),
-    (_unknown_method, "'gradicon_v2' is not one of"),
+    (_unknown_method, "'gradicon_v2' is not a registered method; registered: carl, carl_draft"),
 ])
 def test_bad_config_file_fails_the_dry_run(tmp_path, edit, message):
     result = _dry_run(_workflow_copy(tmp_path, edit), "--config", "preset=smoke")

@@ -71,7 +71,7 @@ def test_resume_after_crash_gives_the_uninterrupted_result(tmp_path, crash_at):
 
 def test_model_file_round_trip_and_errors(tmp_path, monkeypatch):
     from equireg import methods
-    monkeypatch.setitem(methods.METHODS, "tiny", f"{__name__}:_build_tiny")
+    monkeypatch.setitem(methods.METHODS, "tiny", methods.Method(f"{__name__}:_build_tiny"))
     net = _build_tiny(2)
     training.save_model(tmp_path / "m.pt", net, "tiny", 2, {}, [24, 24])
     loaded, info = training.load_model(tmp_path / "m.pt", "tiny", 2)

@@ -3,6 +3,8 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
+from equireg import methods
+
 PRESET = config["preset"]
 if PRESET not in config["presets"]:
     raise WorkflowError(
@@ -32,14 +34,24 @@ if REFRESH_ASKED and not REFRESH_REFERENCE:
         f"preset; preset {PRESET!r} cannot refresh it"
     )
 ENV = "../envs/equireg.yaml"
-TRAINED = {
-    "carl",
-    "carl_draft",
-    "transformer_only",
-    "unet_only",
-    "gradicon",
-    "voxelmorph",
-}
+# every method list comes from the one registry: built-ins and installed plugins
+REGISTERED = methods.registry()
+TRAINED = set(methods.trained())
+for key, named in (
+    ("retina.methods", RETINA["methods"]),
+    ("retina.ablations", RETINA["ablations"]),
+    ("lung.methods", LUNG["methods"]),
+    ("landscape.method", [PRESET_CONFIG["landscape"]["method"]]),
+    ("training", list(PRESET_CONFIG["training"])),
+    ("lung.training", list(LUNG.get("training", {}))),
+):
+    unknown = [m for m in named if m not in REGISTERED]
+    if unknown:
+        raise WorkflowError(
+            f"config key 'presets.{PRESET}.{key}': {', '.join(map(repr, unknown))} is not a "
+            f"registered method; registered: {', '.join(sorted(REGISTERED))} (add your own "
+            "through the entry-point group equireg.methods, see README)"
+        )
 
 
 def method_settings(method, section=None):
