@@ -255,7 +255,9 @@ def _dice_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor) -> l
             "pair": i,
             "dice_before": metrics.dice(pairs["moving_label"][i] > DICE_THRESHOLD, fixed),
             "dice": metrics.dice(warped[i] > DICE_THRESHOLD, fixed),
+            "hd95_px": metrics.hd95(warped[i, 0] > DICE_THRESHOLD, fixed[0]),
             "folds_percent": metrics.fold_percentage(coordinate_maps[i:i + 1]),
+            "sdlogj": metrics.sd_log_jacobian(coordinate_maps[i:i + 1]),
         }
         if exact is not None:
             row.update({
@@ -311,8 +313,9 @@ def evaluate_lung(method: str, model: PathLike | None, test: PathLike, table: Pa
 
 
 def _lung_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor) -> list[dict[str, float]]:
-    """Per pair: mTRE in mm before and after, and % folds."""
+    """Per pair: mTRE in mm before and after, Dice and HD95 (mm) of the lung masks, % folds, SDlogJ."""
     shape = pairs["moving"].shape[2:]
+    warped = warp(torch.from_numpy(pairs["moving_label"]), coordinate_maps).numpy()
     rows = []
     for i in range(len(coordinate_maps)):
         fixed_points, moving_points = pairs["fixed_landmarks"][i], pairs["moving_landmarks"][i]
@@ -320,8 +323,11 @@ def _lung_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor) -> l
         spacing = np.broadcast_to(pairs["spacing"], (len(coordinate_maps), len(shape)))[i]
         after = metrics.landmark_errors_mm(phi, fixed_points, moving_points, shape, shape, spacing)
         before = metrics.unregistered_errors_mm(fixed_points, moving_points, spacing)
+        lung, mask = warped[i, 0] > 0.5, pairs["fixed_label"][i, 0] > 0.5
         rows.append({"pair": i, "mtre_before_mm": float(before.mean()), "mtre_mm": float(after.mean()),
-                     "folds_percent": metrics.fold_percentage(coordinate_maps[i:i + 1])})
+                     "dice_lung": metrics.dice(lung, mask), "hd95_lung_mm": metrics.hd95(lung, mask, spacing),
+                     "folds_percent": metrics.fold_percentage(coordinate_maps[i:i + 1]),
+                     "sdlogj": metrics.sd_log_jacobian(coordinate_maps[i:i + 1])})
     return rows
 
 

@@ -1,4 +1,5 @@
-"""Metrics shared by every method: Dice, endpoint error against an exact map, TRE/mTRE in mm, % folds.
+"""Metrics shared by every method: Dice, DSC30, HD95, endpoint error against an exact map, TRE/mTRE
+in mm, % folds and SDlogJ.
 
 All functions take numpy arrays or torch tensors and return plain Python floats or numpy arrays,
 so result files hold the same numbers whatever produced them.
@@ -105,3 +106,45 @@ def fold_percentage(coordinate_map: torch.Tensor) -> float:
     """Percentage of voxels where the Jacobian determinant of ``phi`` is negative."""
     with torch.no_grad():
         return float((jacobian_determinant(coordinate_map) < 0).double().mean() * 100.0)
+
+
+def sd_log_jacobian(coordinate_map: torch.Tensor) -> float:
+    """SDlogJ (Learn2Reg): standard deviation of the log Jacobian determinant of ``phi`` ``[1, D, *S]``,
+    determinants clipped to [1e-9, 1e9] so that folds count as very large contractions, not NaN."""
+    with torch.no_grad():
+        determinant = jacobian_determinant(coordinate_map.double())
+        return float(torch.log(determinant.clamp(1e-9, 1e9)).std())
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def hd95(prediction: ArrayLike, target: ArrayLike, spacing: Sequence[float] | None = None) -> float:
+    """95th percentile of the symmetric surface distance between two binary masks (Learn2Reg's HD95),
+    in the units of ``spacing`` (default: voxels). 0 when both are empty, NaN when one is."""
+    from scipy import ndimage
+
+    a, b = _numpy(prediction).astype(bool), _numpy(target).astype(bool)
+    if a.shape != b.shape:
+        raise ValueError(f"HD95 of masks with different shapes {a.shape} and {b.shape}")
+    if not a.any() and not b.any():
+        return 0.0
+    if not a.any() or not b.any():
+        return float("nan")
+    spacing = tuple(spacing) if spacing is not None else (1.0,) * a.ndim
+    surface_a, surface_b = _surface(a), _surface(b)
+    to_b = ndimage.distance_transform_edt(~surface_b, sampling=spacing)[surface_a]
+    to_a = ndimage.distance_transform_edt(~surface_a, sampling=spacing)[surface_b]
+    return float(np.percentile(np.concatenate([to_b, to_a]), 95))
+
+
+def dsc30(dice_values: Sequence[float] | np.ndarray) -> float:
+    """DSC30 (Learn2Reg): mean of the lowest 30 % of the Dice values (at least one), the robustness
+    of a method on its hardest cases."""
+    values = np.sort(np.asarray(dice_values, dtype=np.float64))
+    if values.size == 0:
+        raise ValueError("DSC30 of no Dice values")
+    return float(values[:max(1, int(np.ceil(0.3 * values.size)))].mean())

@@ -54,3 +54,22 @@ def test_fold_percentage():
     folded = identity.clone()
     folded[:, 1, :, 4:] = 1.5 - folded[:, 1, :, 4:]
     assert 0 < metrics.fold_percentage(folded) < 100
+
+
+def test_hd95_sdlogj_and_dsc30_on_known_answers():
+    from equireg.transforms import identity_map
+
+    square = np.zeros((40, 40), bool)
+    square[10:30, 10:30] = True
+    moved = np.roll(square, 3, axis=0)
+    assert metrics.hd95(square, square) == 0.0
+    assert metrics.hd95(moved, square) == pytest.approx(3.0)  # every surface point is at most 3 rows away
+    assert metrics.hd95(moved, square, spacing=(2.0, 1.0)) == pytest.approx(6.0)
+    assert np.isnan(metrics.hd95(np.zeros_like(square), square))
+    identity = identity_map((16, 12))
+    assert metrics.sd_log_jacobian(identity) == pytest.approx(0.0, abs=1e-5)  # float32 grid: ~1e-7 round-off
+    stretched = identity.clone()
+    stretched[:, 0] = stretched[:, 0] ** 2  # Jacobian varies along the rows: a spread of log-determinants
+    assert metrics.sd_log_jacobian(stretched) > 0.1
+    assert metrics.dsc30([0.9, 0.1, 0.8, 0.2, 0.7, 0.6, 0.5, 0.4, 0.3, 1.0]) == pytest.approx(0.2)
+    assert metrics.dsc30([0.5]) == 0.5
