@@ -139,6 +139,43 @@ def plateau(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _with_ci(mean: float, low: float, high: float, digits: int) -> str:
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def leaderboard_retina(retina: pd.DataFrame) -> pd.DataFrame:
+    """Method x test condition: mean Dice [95 % interval] on the generated test pairs, models
+    trained on not-shifted pairs, with the unregistered pairs first; vessel endpoint error beside."""
+    rows = retina[(retina.test_set == "test") & (retina.train_condition == "none")]
+    conditions = [c for c in ("none", "shift", "shift_scale") if c in set(rows.test_condition)]
+    board = []
+    first = rows[rows.method == rows.method.iloc[0]].set_index("test_condition") if not rows.empty else None
+    if first is not None:
+        board.append({"method": "unregistered", **{f"dice_{c}": f"{first.loc[c, 'dice_before']:.3f}" for c in conditions}})
+    for method, group in rows.groupby("method", sort=True):
+        group = group.set_index("test_condition")
+        entry = {"method": method}
+        for c in conditions:
+            row = group.loc[c]
+            entry[f"dice_{c}"] = _with_ci(row.dice, row.dice_ci_low, row.dice_ci_high, 3)
+        if "epe_vessels_px" in group:
+            entry["epe_vessels_px_none"] = f"{group.loc['none', 'epe_vessels_px']:.2f}"
+        board.append(entry)
+    return pd.DataFrame(board).fillna("")
+
+
+def leaderboard_lung(lung: pd.DataFrame) -> pd.DataFrame:
+    """Per lung method: mTRE in mm [95 % interval], lung-mask Dice and HD95 (mm), % folds, SDlogJ."""
+    board = [{"method": "unregistered", "mtre_mm": f"{lung.mtre_before_mm.iloc[0]:.2f}"}] if not lung.empty else []
+    for row in lung.itertuples(index=False):
+        entry = {"method": row.method, "mtre_mm": _with_ci(row.mtre_mm, row.mtre_mm_ci_low, row.mtre_mm_ci_high, 2)}
+        for name, digits in (("dice_lung", 3), ("hd95_lung_mm", 2), ("folds_percent", 3), ("sdlogj", 3)):
+            if hasattr(row, name):
+                entry[name] = f"{getattr(row, name):.{digits}f}"
+        board.append(entry)
+    return pd.DataFrame(board).fillna("")
+
+
 def toy1d(path: str) -> pd.DataFrame:
     """Largest error of the 1-D toy against the analytic A^-1 o B, away from the ends."""
     curve = pd.read_csv(path)
@@ -197,13 +234,17 @@ def write_all(inputs: Any, directory: str | Path) -> None:
     """Build every table from the workflow's named inputs."""
     pairs = retina_pairs(inputs.retina)
     write_table(pairs, directory, "retina_pairs")
-    write_table(retina(pairs), directory, "retina")
+    retina_table = retina(pairs)
+    write_table(retina_table, directory, "retina")
+    write_table(leaderboard_retina(retina_table), directory, "leaderboard_retina")
     curves = learning_curves(inputs.curves)
     write_table(curves, directory, "learning_curves")
     write_table(plateau(curves), directory, "plateau")
     write_table(shift_sweep(inputs.shift_sweep), directory, "shift_sweep")
     write_table(equivariance(inputs.equivariance), directory, "equivariance")
-    write_table(lung(inputs.lung), directory, "lung")
+    lung_table = lung(inputs.lung)
+    write_table(lung_table, directory, "lung")
+    write_table(leaderboard_lung(lung_table), directory, "leaderboard_lung")
     write_table(toy1d(inputs.toy1d), directory, "toy1d")
     write_table(landscape(inputs.landscape), directory, "landscape")
 

@@ -120,3 +120,15 @@ def test_plateau_is_the_gain_over_the_last_quarter_of_the_steps():
     assert table.loc["gradicon", "plateau"] == "not judged"
     claim = claims.claim_plateau(tables.plateau(curves))
     assert not claim.passed and "rising/none/seed0 +0.100 (100 steps)" in claim.measured
+
+
+def test_leaderboards_give_each_method_its_interval(tmp_path):
+    _tables(tmp_path)
+    board = tables.leaderboard_retina(tables.read(tmp_path, "retina"))
+    assert list(board.method) == ["unregistered", "carl", "gradicon"]
+    assert list(board.columns) == ["method", "dice_none", "dice_shift"]
+    assert board.set_index("method").loc["gradicon", "dice_none"] == "0.700 [0.685, 0.715]"
+    assert board.set_index("method").loc["unregistered", "dice_shift"] == "0.100"
+    lung = tables.leaderboard_lung(tables.read(tmp_path, "lung")).set_index("method")
+    assert lung.loc["gradicon", "mtre_mm"] == "2.00 [1.80, 2.20]" and lung.loc["unregistered", "mtre_mm"] == "5.00"
+    assert "nan" not in tables.to_markdown(tables.leaderboard_lung(tables.read(tmp_path, "lung")))

@@ -143,6 +143,8 @@ def retina_methods():
 
 
 TABLES = [
+    "leaderboard_retina",
+    "leaderboard_lung",
     "retina",
     "retina_pairs",
     "learning_curves",
