@@ -46,7 +46,7 @@ def test_profile_submission_plans_one_gpu_and_the_threads_each_rule_uses(tmp_pat
         script.chmod(0o755)
     directory = copy_workflow(tmp_path / "workflow")
     # Ready inputs make the training jobs submittable at once (their data rules are not run).
-    for ready in ("lung/train.npz", "retina/train_none.npz"):
+    for ready in ("lung/train.npz", "lung/val.npz", "retina/train_none.npz", "retina/val_none.npz"):
         path = directory / "results" / "paper" / "data" / ready
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"stand-in")
@@ -76,15 +76,16 @@ def test_profile_submission_plans_one_gpu_and_the_threads_each_rule_uses(tmp_pat
 
 
 # --- a real single-node SLURM --------------------------------------------------------------------
-# The lung chain of the smoke preset: both data rules, one training (a GPU rule), one evaluation.
+# The lung chain of the smoke preset: its three data rules, one training (a GPU rule), one evaluation.
 # The whole smoke preset through SLURM is too slow for CI: a trial run had done 17 of its 56 jobs
 # after 6 minutes on a 2-core machine (every job starts Snakemake twice, the plugin's status polls
-# back off, the one GPU serialises the ten trainings). These four jobs take about a minute and
+# back off, the one GPU serialises the ten trainings). These five jobs take about a minute and
 # cover both kinds of job the profile sets apart (GPU training, CPU rules).
 LUNG_CHAIN = ["results/smoke/lung/gradicon/seed0.csv", "results/smoke/lung/gradicon/seed0_examples.npz"]
-LUNG_CHAIN_OUTPUTS = [*LUNG_CHAIN, "results/smoke/data/lung/train.npz", "results/smoke/data/lung/test.npz",
-                      "results/smoke/models/lung/gradicon/seed0.pt"]
-LUNG_CHAIN_RULES = {"lung_data": 2, "train_lung": 1, "evaluate_lung": 1}
+LUNG_CHAIN_OUTPUTS = [*LUNG_CHAIN, "results/smoke/data/lung/train.npz", "results/smoke/data/lung/val.npz",
+                      "results/smoke/data/lung/test.npz", "results/smoke/models/lung/gradicon/seed0.pt",
+                      "results/smoke/curves/lung/gradicon/seed0.csv"]
+LUNG_CHAIN_RULES = {"lung_data": 3, "train_lung": 1, "evaluate_lung": 1}
 # The nested `srun` that runs each job inside its allocation drops SLURM_CONF from its environment
 # (snakemake-executor-plugin-slurm-jobstep keeps only job-identity SLURM_* variables), so it finds
 # the configuration by the standard lookup: /etc/slurm/slurm.conf, then the copy a "configless"
