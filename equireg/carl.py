@@ -12,7 +12,9 @@ without Ψ₃ and ``module: ""`` the whole tree.
 
 from __future__ import annotations
 
-from equireg.attention import DEFAULT_CHUNK_SIZE, CoordinateAttention
+from torch import nn
+
+from equireg.attention import DEFAULT_CHUNK_SIZE, CoordinateAttention, Featurizer
 from equireg.unet import TallUNet2
 from equireg.wrappers import DisplacementField, Downsample, RegistrationNetwork, TwoStep
 
@@ -61,3 +63,28 @@ def build_transformer_only(dimension: int, **options) -> RegistrationNetwork:
 def build_unet_only(dimension: int, input_channels: int = 1) -> RegistrationNetwork:
     """2-D ablation "just displacement": ``Down{Down{Ψ}}``, the transformer-only tree with a U-Net."""
     return Downsample(Downsample(unet_network(dimension, input_channels)))
+
+
+# --- named access to the parts of a tree (instead of attribute chains like net.netPhi.netPhi.net...) ---
+
+def _only(net: nn.Module, kind: type) -> nn.Module:
+    found = [module for module in net.modules() if isinstance(module, kind)]
+    if len(found) != 1:
+        raise ValueError(f"expected one {kind.__name__} in the network, found {len(found)}")
+    return found[0]
+
+
+def attention(net: nn.Module) -> CoordinateAttention:
+    """Ξ's coordinate attention in a CARL tree (or an ablation)."""
+    return _only(net, CoordinateAttention)
+
+
+def featurizer(net: nn.Module) -> Featurizer:
+    """Ξ's featurizer in a CARL tree."""
+    return _only(net, Featurizer)
+
+
+def displacement_steps(net: nn.Module) -> list[TallUNet2]:
+    """The U-Net steps Ψ of a tree, in the order they run (coarsest first)."""
+    # modules() visits netPhi before netPsi at every TwoStep: the order in which they run
+    return [module for module in net.modules() if isinstance(module, TallUNet2)]

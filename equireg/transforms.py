@@ -148,11 +148,6 @@ def voxels_to_coordinates(voxels: torch.Tensor, shape: Sequence[int]) -> torch.T
     return voxels / _per_axis([max(n - 1, 1) for n in shape], voxels)
 
 
-def voxels_to_mm(voxels: torch.Tensor, spacing: Sequence[float]) -> torch.Tensor:
-    """Voxel displacements -> millimetres; ``spacing`` in array-axis order."""
-    return voxels * _per_axis(spacing, voxels)
-
-
 def displacement_in_voxels(coordinate_map: torch.Tensor) -> torch.Tensor:
     """Displacement ``phi(x) - x`` in voxels of the grid ``coordinate_map`` is sampled on."""
     shape = coordinate_map.shape[2:]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from helpers import assert_gradients_close, zero_gradient_parameters
 
-from equireg import methods
+from equireg import carl, methods
 from equireg.attention import CoordinateAttention
 from equireg.instance_optimization import instance_optimize
 from equireg.losses import DiffusionLoss, similarity
@@ -13,7 +13,6 @@ from equireg.unet import TallUNet2
 from equireg.wrappers import DisplacementField, Downsample, TwoStep
 
 SMALL = {"feature_channels": 8}
-FEATURIZER = "netPhi.netPhi.net.netPhi.net.net.net."  # Ξ's featurizer in the CVPR tree
 
 
 def is_xi(module):
@@ -36,6 +35,8 @@ def test_cvpr_tree_shape_and_stage_attributes():
     xi = inner.netPhi.net
     assert is_xi(xi) and xi.net.feature_scale == 7.0 and xi.net.net.convs[0].out_channels == 8
     assert net.get_submodule("netPhi.netPhi.net.netPhi.net") is xi
+    assert carl.attention(net) is xi.net and carl.featurizer(net) is xi.net.net
+    assert carl.displacement_steps(net) == [inner.netPsi.net, two_stage.netPsi.net, net.netPsi.net]
 
 
 def test_other_trees():
@@ -135,7 +136,7 @@ def test_gradicon_shares_xi_features_between_directions_without_changing_the_ste
     fixed = torch.nn.functional.avg_pool2d(torch.rand(2, 1, 37, 29), 3, 1, 1)
     initial = {k: v.clone() for k, v in net.state_dict().items()}
     calls = []
-    featurizer = net.netPhi.netPhi.net.netPhi.net.net.net
+    featurizer = carl.featurizer(net)
     featurizer.register_forward_hook(lambda *args: calls.append(1))
 
     shared = _gradicon_step(net, moving, fixed)
@@ -148,7 +149,8 @@ def test_gradicon_shares_xi_features_between_directions_without_changing_the_ste
     assert torch.equal(shared[0], separate[0])
     identity = identity_map(moving.shape[2:])
     zero = zero_gradient_parameters(net, lambda net: net(moving, fixed)(identity))
-    assert any(name.startswith(FEATURIZER) for name in zero)  # its convolutions feed BatchNorms
+    prefix = next(name for name, module in net.named_modules() if module is featurizer)
+    assert any(name.startswith(prefix) for name in zero)  # its convolutions feed BatchNorms
     assert_gradients_close(shared[1], separate[1], zero)  # equal up to the order of float32 sums
     for name in shared[2]:  # batch-norm running statistics, as after a second pass
         torch.testing.assert_close(shared[2][name], separate[2][name], rtol=0, atol=0, msg=name)

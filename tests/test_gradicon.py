@@ -7,7 +7,7 @@ from helpers import assert_gradients_match, zero_gradient_parameters
 
 from baselines import gradicon
 from equireg import methods
-from equireg.losses import GradICONLoss, LNCC, similarity
+from equireg.losses import GradICONLoss, LNCC
 from equireg.transforms import identity_map, warp
 from equireg.unet import TallUNet2
 from equireg.wrappers import DisplacementField, Downsample, TwoStep
@@ -39,15 +39,6 @@ def test_fresh_network_is_the_identity():
 def test_bad_levels_are_rejected():
     with pytest.raises(ValueError, match="levels"):
         gradicon.build(2, levels=0)
-
-
-@pytest.mark.parametrize("config", [gradicon.RETINA, gradicon.LUNG])
-def test_named_configurations_build_a_network_and_its_loss(config):
-    net = gradicon.build(config["dimension"], **config.get("second_stage_build", config["build"]))
-    loss = methods.loss_class(config["loss"])(net, similarity(**config["similarity"]), config["lmbda"],
-                                              **config["loss_options"])
-    assert isinstance(loss, GradICONLoss) and loss.sparse == config["loss_options"]["sparse"]
-    assert config["lr"] > 0
 
 
 # --- parity with icon-registration ----------------------------------------------------------------

@@ -25,7 +25,6 @@ def _heldout_similarity(net, test):
     net.eval()
     with torch.no_grad():
         moving, fixed = torch.from_numpy(test.moving), torch.from_numpy(test.fixed)
-        from equireg.transforms import warp
         return float(LNCC(4)(warp(moving, net(moving, fixed).field(moving.shape[2:])), fixed))
 
 

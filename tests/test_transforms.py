@@ -41,6 +41,20 @@ def test_composing_translations_adds_them():
     torch.testing.assert_close(composed, expected)
 
 
+def test_composition_applies_the_right_map_first():
+    """``phi @ psi`` is ``x -> phi(psi(x))``: with maps that do not commute (a contraction sampled on a
+    grid and a translation) the order shows, and a swapped composition fails."""
+    shape = (11, 9)
+    identity = T.identity_map(shape)
+    contraction = T.DisplacementTransform(-0.2 * (identity - 0.5))  # x -> 0.5 + 0.8 (x - 0.5), exact bilinearly
+    shift = T.translation([0.05, 0.0])
+    inner = identity[(slice(None), slice(None), slice(2, -2), slice(2, -2))]  # away from the clamped border
+    expected = 0.5 + 0.8 * (inner + torch.tensor([0.05, 0.0]).reshape(1, 2, 1, 1) - 0.5)
+    torch.testing.assert_close((contraction @ shift)(inner), expected, atol=1e-6, rtol=0)
+    swapped = (shift @ contraction)(inner)
+    assert (swapped - expected).abs().max() > 5e-3  # 0.2 x 0.05 apart along the rows
+
+
 def test_displacement_transform_interpolates_and_composes():
     shape = (6, 6)
     displacement = torch.full((1, 2, *shape), 0.1)

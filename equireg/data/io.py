@@ -168,12 +168,6 @@ def from_tensor(tensor: torch.Tensor, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-def write_image(image: sitk.Image, path: str | os.PathLike) -> None:
-    """Write atomically: readers never see a half-written file."""
-    with atomic_path(path) as temporary:
-        sitk.WriteImage(image, str(temporary), useCompression=True)
-
-
 def write_images(images: dict[str | os.PathLike, sitk.Image]) -> None:
     """Write several images as one: after a failure none of them has appeared."""
     with contextlib.ExitStack() as stack:

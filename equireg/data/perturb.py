@@ -78,11 +78,6 @@ class PairSet:
         return cls(*[np.stack([getattr(p, name) for p in pairs])[:, None]
                      for name in ("moving", "fixed", "moving_label", "fixed_label")], coordinates)
 
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "PairSet":
-        return cls(arrays["moving"], arrays["fixed"], arrays["moving_label"], arrays["fixed_label"],
-                   arrays.get("coordinates"))
-
 
 def _sampling_map(shape: tuple[int, int], displacement: np.ndarray, zoom: float | None) -> np.ndarray:
     """The map ``T`` (``[2, *shape]``, pixels) with ``deform_grid(x) = map_coordinates(x, T)``."""
