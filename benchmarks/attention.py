@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from common import cpu_parser, emit, parse, timed
 from matmul import attention_peak, square_rate
+from memory_calibration import peak_growth
 
 from equireg.attention import DEFAULT_CHUNK_SIZE, VALUE_CHANNELS, coordinate_attention
 from equireg.wrappers import average_pool
@@ -95,13 +96,6 @@ def retina_shapes(image_shape: tuple[int, int]) -> tuple[int, int, tuple[int, ..
     return length, columns, grid
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def memory_probe(length: int, columns: int) -> dict:
     """In this (fresh) process: peak RSS growth of one fwd+bwd of ours at batch 1.
 
@@ -110,11 +104,8 @@ def memory_probe(length: int, columns: int) -> dict:
     """
     query, key, value = inputs(1, length, columns)
     forward_backward(ours, query[:, :8], key[:, :8], value[:, :8])  # load kernels, warm the allocator
-    before = _status_kib("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current RSS
-    forward_backward(ours, query, key, value)
-    return {"length": length, "columns": columns,
-            "peak_growth_mib": round((_status_kib("VmHWM") - before) / 1024, 1)}
+    grown = peak_growth(lambda: forward_backward(ours, query, key, value))
+    return {"length": length, "columns": columns, "peak_growth_mib": round(grown / 2**20, 1)}
 
 
 def memory(sizes: list[int]) -> list[dict]:

@@ -274,7 +274,8 @@ def test_estimates_scale_with_voxels_and_fit_available_memory():
 @pytest.mark.parametrize("method,dimension,size", [("gradicon", 2, 256), ("carl", 2, 192)])
 def test_estimate_covers_the_measured_peak(method, dimension, size):
     """The table is conservative: a fresh process's measured peak growth stays below the estimate."""
-    result = subprocess.run([sys.executable, "-m", "equireg.memory", method, str(dimension), str(size)],
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memory_calibration.py"), method,
+                             str(dimension), str(size)],
                             capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     measured = json.loads(result.stdout)["bytes"]
