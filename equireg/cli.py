@@ -101,6 +101,23 @@ def _grid(image: Any) -> str:
     return f"{_size(image.GetSize()[::-1])} (spacing {_spacing(image.GetSpacing()[::-1])} mm, origin ({origin}))"
 
 
+def _voxel_points(shape: Sequence[int], geometry) -> np.ndarray:
+    """Physical position (ITK x, y, z) of every voxel of an image, ``[*shape, D]``."""
+    from equireg.transforms import index_to_physical
+
+    index = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"), -1)
+    return index_to_physical(index, *geometry)
+
+
+def _moving_map(points: np.ndarray, geometry, shape: Sequence[int]) -> torch.Tensor:
+    """Physical points ``[*S, D]`` as a coordinate map ``[1, D, *S]`` in the [0, 1] coordinates of an
+    image of ``shape`` and ``geometry`` (the moving image)."""
+    from equireg.data import io
+
+    scale = np.asarray([max(n - 1, 1) for n in shape], dtype=np.float64)
+    return torch.from_numpy(io.physical_to_index(points, *geometry) / scale).float().movedim(-1, 0)[None]
+
+
 @dataclass
 class Registration:
     """What registering ``--moving`` to ``--fixed`` produced, on the fixed image's grid."""
@@ -161,10 +178,7 @@ def _register_pair(args: argparse.Namespace) -> Registration:
     with torch.no_grad():
         phi = _run_network(net, args.method, *inputs)
         grid_shape = np.asarray(shape, dtype=np.float64)
-        fixed_index = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in fixed_shape],
-                                           indexing="ij"), -1)
-        points = index_to_physical(fixed_index, *io.geometry(fixed_image))
-        del fixed_index
+        points = _voxel_points(fixed_shape, io.geometry(fixed_image))
         if io.same_grid(fixed_image, grid):  # exact grid coordinates: identity stays identity
             query = identity_map(fixed_shape)
         else:
@@ -179,10 +193,8 @@ def _register_pair(args: argparse.Namespace) -> Registration:
     field = sitk.GetImageFromArray(mapped_points - points, isVector=True)
     field.CopyInformation(fixed_image)
     del points
-    moving_index = io.physical_to_index(mapped_points, *io.geometry(moving_image))
-    moving_scale = np.asarray([max(n - 1, 1) for n in moving_shape], dtype=np.float64)
-    moving_map = torch.from_numpy(moving_index / moving_scale).float().movedim(-1, 0)[None]
-    del mapped_points, moving_index
+    moving_map = _moving_map(mapped_points, io.geometry(moving_image), moving_shape)
+    del mapped_points
     transform = sitk.DisplacementFieldTransform(sitk.Image(field))  # the constructor empties its argument
     warped = sitk.Resample(sitk.Cast(moving_image, sitk.sitkFloat32), fixed_image, transform, sitk.sitkLinear,
                            0.0, sitk.sitkFloat32)
@@ -339,15 +351,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if labels:
         # the suite's label warping (nearest neighbour, 0 outside) on phi's moving coordinates
         warped = warp_labels(label_maps["moving"], registration.moving_map)
-        moving_geometry = headers["moving"][1]
-        from equireg.transforms import index_to_physical
-
-        fixed_index = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in fixed_shape],
-                                           indexing="ij"), -1)
         # before registration: the moving labels where the headers put them (identity in physical space)
-        unmoved_index = io.physical_to_index(index_to_physical(fixed_index, *headers["fixed"][1]), *moving_geometry)
-        scale = np.asarray([max(n - 1, 1) for n in moving_shape], dtype=np.float64)
-        unmoved = warp_labels(label_maps["moving"], torch.from_numpy(unmoved_index / scale).float().movedim(-1, 0)[None])
+        unmoved = warp_labels(label_maps["moving"], _moving_map(_voxel_points(fixed_shape, headers["fixed"][1]),
+                                                                 headers["moving"][1], moving_shape))
         after = metrics.dice_per_label(warped[0, 0], label_maps["fixed"][0, 0], label_values)
         before = metrics.dice_per_label(unmoved[0, 0], label_maps["fixed"][0, 0], label_values)
         result["dice"] = {"per_label": {str(k): v for k, v in after.items()}, "mean": float(np.mean(list(after.values()))),

@@ -1,12 +1,14 @@
 """Where networks run and in which precision: the one home of the ``device`` and ``precision`` settings.
 
 ``device``: ``auto`` (CUDA when available, else the CPU), ``cpu`` or ``cuda`` (``cuda:N`` too).
-``precision``: ``auto``, ``fp32`` or ``bf16``. bf16 means autocast of the networks' convolutions
-and matrix products to bfloat16; everything that is coordinate arithmetic (identity maps,
-composition, warping, finite differences, LNCC statistics, Jacobians) and Ξ's attention stay
-float32, see :func:`full_precision`. ``auto`` picks bf16 only where the hardware computes it
-natively (AMX or AVX512-BF16 on the CPU, a CUDA device with bf16 support): emulated bf16 is
-slower than fp32.
+``precision``: ``auto``, ``fp32`` or ``bf16``. bf16 means autocast to bfloat16 inside the
+convolution stacks that gain from it (Ξ's featurizer, VoxelMorph's U-Net; see
+:func:`set_precision`), which return float32. Everything else runs outside autocast, in float32:
+coordinate arithmetic (identity maps, composition, warping, finite differences, Jacobians), the
+losses, Ξ's attention and the tallUNet2 steps. bf16 has 8 bits of mantissa: near 1 it resolves
+steps of 4e-3, coarser than a voxel of a 256-voxel axis and than GradICON's finite-difference step
+1e-3. ``auto`` picks bf16 only where the hardware computes it natively (AMX or AVX512-BF16 on the
+CPU, a CUDA device with bf16 support): emulated bf16 is slower than fp32.
 
 CUDA kernels are not bit-reproducible (atomics in convolution backward and grid_sample), so
 runs on a GPU repeat only up to round-off; runs on one CPU repeat bit for bit.
@@ -67,21 +69,9 @@ def autocast(device: torch.device, precision: str) -> ContextManager[None]:
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-@contextmanager
-def full_precision(*tensors: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Inside an autocast region: run the block in float32, with ``tensors`` cast to float32.
-
-    For coordinate arithmetic: bf16 has 8 bits of mantissa, so near 1 it resolves steps of 4e-3,
-    coarser than a voxel of a 256-voxel axis and than GradICON's finite-difference step 1e-3.
-    """
-    device_type = tensors[0].device.type if tensors else "cpu"
-    with torch.autocast(device_type, enabled=False):
-        yield tuple(t.float() for t in tensors)
-
-
 def set_precision(net: nn.Module, precision: str) -> None:
-    """Run ``net``'s convolution stacks (the modules with a ``precision`` attribute: U-Nets, Ξ's
-    featurizer, VoxelMorph's U-Net) in ``precision`` ("fp32" or "bf16"); the rest stays float32."""
+    """Run ``net``'s convolution stacks (the modules with a ``precision`` attribute: Ξ's featurizer,
+    VoxelMorph's network) in ``precision`` ("fp32" or "bf16"); the rest stays float32."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision {precision!r}: expected 'fp32' or 'bf16' once resolved")
     for module in net.modules():

@@ -241,9 +241,10 @@ def register_pairs(net, moving: np.ndarray, fixed: np.ndarray) -> torch.Tensor:
 
 
 def _dice_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor) -> list[dict[str, float]]:
-    """Per pair: Dice before and after, % folds; with a ground-truth map (synthetic pairs) also the
-    endpoint error against it, over the image and over the fixed vessels, and the Dice that the
-    exact map reaches (the ceiling set by the label threshold and interpolation)."""
+    """Per pair: Dice before and after, HD95 (px), % folds and SDlogJ; with a ground-truth map
+    (synthetic pairs) also the endpoint error against it, over the image and over the fixed
+    vessels, and the Dice that the exact map reaches (the ceiling set by the label threshold and
+    interpolation)."""
     moving_label = torch.from_numpy(pairs["moving_label"])
     warped = warp(moving_label, coordinate_maps).numpy()
     exact = pairs.get("coordinates")
@@ -282,9 +283,9 @@ def _write_csv(path: PathLike, frame: pd.DataFrame) -> None:
 
 def evaluate_retina(method: str, model: PathLike | None, tests: Sequence[PathLike], table: PathLike,
                     examples: PathLike, settings: dict[str, Any], train_condition: str, seed: int) -> None:
-    """Dice before/after, % folds and (synthetic pairs) endpoint errors for every pair of every
-    test set; test sets are named ``<split>_<condition>.npz``. Every row names its run (method,
-    train condition, seed) and test set, so the file says what it is."""
+    """The measurements of :func:`_dice_rows` for every pair of every test set; test sets are named
+    ``<split>_<condition>.npz``. Every row names its run (method, train condition, seed) and test
+    set, so the file says what it is."""
     net = load_network(method, model, 2, settings)
     rows, example_arrays = [], {}
     for test in tests:
@@ -400,8 +401,9 @@ def landscape(train: PathLike, model: PathLike, table: PathLike, *, method: str,
 
     net = load_network(method, model, 2, settings)
     pairs = load_pairs(train)
-    moving = torch.from_numpy(pairs["moving"][:4]).to(devices.of(net))
-    fixed = torch.from_numpy(pairs["fixed"][:4]).to(devices.of(net))
+    device = devices.of(net)
+    moving = torch.from_numpy(pairs["moving"][:4]).to(device)
+    fixed = torch.from_numpy(pairs["fixed"][:4]).to(device)
     curve = loss_curve(net, moving, fixed, mid_pixel_offsets(moving.shape[2], stride), SSD())
     _write_csv(table, curve)
 

@@ -19,6 +19,7 @@ import seaborn as sns  # noqa: E402
 from equireg import tables  # noqa: E402
 from equireg.data.datasets import load_arrays  # noqa: E402
 from equireg.files import atomic_path  # noqa: E402
+from equireg.methods import trained as trained_methods  # noqa: E402
 
 CONDITION_NAMES = {"none": "not shifted", "shift": "shifted", "shift_scale": "shifted+scaled"}
 #: how methods are named in figures, in the order they are drawn
@@ -69,8 +70,7 @@ def retina_violin(directory: Path) -> plt.Figure:
     pairs = tables.read(directory, "retina_pairs")
     pairs = pairs[pairs.test_set == "test"]
     trained_on = sorted(set(pairs.train_condition), key=list(CONDITION_NAMES).index)
-    curves = tables.read(directory, "learning_curves")
-    untrained = sorted(set(pairs.method) - set(curves[curves.experiment == "retina"].method))
+    untrained = sorted(set(pairs.method) - set(trained_methods()))
     copies = [pairs[pairs.method == m].assign(train_condition=c) for m in untrained for c in trained_on if c != "none"]
     reference = pairs.drop_duplicates(["train_condition", "test_condition", "seed", "pair"]).assign(
         method="unregistered", dice=lambda frame: frame.dice_before)
@@ -131,22 +131,21 @@ def learning_curves(directory: Path) -> plt.Figure:
     return figure
 
 
-def landscape(curve_csv: str | Path, directory: Path) -> plt.Figure:
+def landscape(curve_csv: str | Path) -> plt.Figure:
     """SSD and dL/dt of a translation alone and of TwoStep{translation, network}, with the
     half-depth basins whose widths claim 3 compares."""
+    from equireg.landscape import basin
+
     curve = pd.read_csv(curve_csv)
-    widths = tables.read(directory, "landscape").set_index("transform")
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 5), sharex=True)
     for (name, label), colour in zip((("translation", "translation T"), ("twostep", "TwoStep{T, Φ}")),
                                      ("#0072B2", "#D55E00")):
         loss = curve[f"loss_{name}"]
         top.plot(curve.t, loss, label=label, color=colour)
         bottom.plot(curve.t, curve[f"grad_{name}"], label=label, color=colour)
-        half_depth = (loss.min() + loss.median()) / 2
-        centre = float(curve.t.iloc[int(loss.to_numpy().argmin())])
-        width = float(widths.loc[name, "basin_width"])
-        top.hlines(half_depth, centre - width / 2, centre + width / 2, color=colour, linestyle=":", lw=2,
-                   label=f"{label}: half-depth basin {width:.3f}")
+        left, right, level = basin(curve.t.to_numpy(), loss.to_numpy())
+        top.hlines(level, left, right, color=colour, linestyle=":", lw=2,
+                   label=f"{label}: half-depth basin {right - left:.3f}")
     top.set(ylabel="SSD")
     bottom.set(xlabel="translation t ([0, 1] units)", ylabel="dSSD/dt")
     bottom.axhline(0, color="k", lw=0.5)
@@ -213,7 +212,7 @@ def draw(name: str, directory: str | Path, png: str | Path, pdf: str | Path, *, 
         "retina_violin": lambda: retina_violin(directory),
         "shift_sweep": lambda: shift_sweep(directory),
         "learning_curves": lambda: learning_curves(directory),
-        "landscape": lambda: landscape(landscape_curve, directory),
+        "landscape": lambda: landscape(landscape_curve),
         "toy1d": lambda: toy1d(toy_curve),
         "qualitative_retina": lambda: qualitative_retina(retina_examples),
         "qualitative_lung": lambda: qualitative_lung(lung_examples),

@@ -80,9 +80,10 @@ def mid_pixel_offsets(size: int, stride: int = 1, limit: float = 0.5) -> np.ndar
     return (k + 0.5) * spacing
 
 
-def basin_width(t: np.ndarray, loss: np.ndarray) -> float:
-    """Width of the basin around the sampled minimum: the interval on which the loss stays below
-    the midpoint between its minimum and its median over all ``t`` (half depth).
+def basin(t: np.ndarray, loss: np.ndarray) -> tuple[float, float, float]:
+    """The basin around the sampled minimum: ``(t_left, t_right, level)``, the interval on which the
+    loss stays below ``level``, the midpoint between its minimum and its median over all ``t``
+    (half depth).
 
     The loss, not its sampled gradient, decides: with bilinear interpolation the gradient of a
     translation oscillates at the pixel scale, and a grid of ``t`` that does not fall on pixels
@@ -96,4 +97,10 @@ def basin_width(t: np.ndarray, loss: np.ndarray) -> float:
     right = best
     while right < len(t) - 1 and loss[right + 1] < level:
         right += 1
-    return float(t[right] - t[left])
+    return float(t[left]), float(t[right]), float(level)
+
+
+def basin_width(t: np.ndarray, loss: np.ndarray) -> float:
+    """Width of the half-depth :func:`basin` around the sampled minimum."""
+    left, right, _ = basin(t, loss)
+    return right - left

@@ -161,21 +161,6 @@ def to_tensor(image: sitk.Image, normalize: bool = True) -> torch.Tensor:
     return torch.from_numpy(array)[None, None]
 
 
-def from_tensor(tensor: torch.Tensor, reference: sitk.Image) -> sitk.Image:
-    """A ``[1, 1, *shape]`` tensor as an image with the geometry of ``reference``."""
-    image = sitk.GetImageFromArray(tensor[0, 0].detach().cpu().numpy())
-    image.CopyInformation(reference)
-    return image
-
-
-def write_images(images: dict[str | os.PathLike, sitk.Image]) -> None:
-    """Write several images as one: after a failure none of them has appeared."""
-    with contextlib.ExitStack() as stack:
-        temporaries = {stack.enter_context(atomic_path(path)): image for path, image in images.items()}
-        for temporary, image in temporaries.items():
-            sitk.WriteImage(image, str(temporary), useCompression=True)
-
-
 # --- geometry: physical points, the network grid, resampling -----------------------------------------
 
 Geometry = tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]
