@@ -5,6 +5,8 @@
 sub-directory, or the file's stem for a file at the top) and prints, per rule, the number of
 jobs, their summed and largest wall time (``s``), summed CPU time and the largest peak RSS.
 Jobs run in parallel under ``--cores all``, so the sum over rules exceeds the elapsed time.
+The evaluation rules' ``*_per_pair.tsv`` files (seconds per registered pair, median over each
+test set) are listed under ``seconds_per_pair``, per method.
 """
 
 from __future__ import annotations
@@ -37,10 +39,26 @@ def number(row: dict[str, str], column: str) -> float:
         return 0.0
 
 
+PER_PAIR = "_per_pair.tsv"
+
+
+def per_pair(root: Path) -> dict[str, dict[str, float]]:
+    """Largest median seconds per pair of each method over its test sets, per evaluation rule."""
+    times: dict[str, dict[str, float]] = {}
+    for tsv in sorted(root.rglob(f"*{PER_PAIR}")):
+        with tsv.open(newline="") as handle:
+            for row in csv.DictReader(handle, delimiter="\t"):
+                rule = times.setdefault(rule_of(tsv, root), {})
+                rule[row["method"]] = round(max(rule.get(row["method"], 0.0), number(row, "seconds_per_pair")), 4)
+    return times
+
+
 def summarize(root: Path) -> dict:
     """Per-rule totals over every benchmark TSV under ``root``."""
     rules: dict[str, dict] = {}
     for tsv in sorted(root.rglob("*.tsv")):
+        if tsv.name.endswith(PER_PAIR):
+            continue
         entry = rules.setdefault(rule_of(tsv, root), {"jobs": 0, "wall_s": 0.0, "max_job_wall_s": 0.0,
                                                       "cpu_s": 0.0, "max_rss_mib": 0.0})
         for row in read_rows(tsv):  # one row per run (`repeat(...)` writes several)
@@ -54,7 +72,7 @@ def summarize(root: Path) -> dict:
             entry[key] = round(entry[key], 1)
     ordered = dict(sorted(rules.items(), key=lambda item: -item[1]["wall_s"]))
     return {"rules": ordered, "total_wall_s": round(sum(e["wall_s"] for e in rules.values()), 1),
-            "total_cpu_s": round(sum(e["cpu_s"] for e in rules.values()), 1)}
+            "total_cpu_s": round(sum(e["cpu_s"] for e in rules.values()), 1), "seconds_per_pair": per_pair(root)}
 
 
 def main() -> None:

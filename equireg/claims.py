@@ -154,7 +154,8 @@ def claim_plateau(plateau: pd.DataFrame) -> Claim:
     return Claim(
         "Every trained method is trained to its plateau (the numbers compare methods, not budgets)",
         f"validation Dice gain over the last 25 % of each run's steps <= {tables.PLATEAU_GAIN} "
-        "(held-out validation pairs, never the test pairs)",
+        "(rise of the line fitted to that quarter's validation points; held-out validation pairs, "
+        "never the test pairs)",
         "; ".join(parts), bool((retina.gain_last_quarter <= tables.PLATEAU_GAIN).all()))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -229,14 +230,19 @@ def load_network(method: str, model: PathLike | None, dimension: int, settings: 
     return net
 
 
-def register_pairs(net, moving: np.ndarray, fixed: np.ndarray) -> torch.Tensor:
-    """Coordinate maps ``phi`` (``[N, D, *S]``) registering each moving to its fixed image."""
+def register_pairs(net, moving: np.ndarray, fixed: np.ndarray,
+                   seconds: list[float] | None = None) -> torch.Tensor:
+    """Coordinate maps ``phi`` (``[N, D, *S]``) registering each moving to its fixed image; with
+    ``seconds``, each pair's share of the wall time of its batch is appended to it."""
     maps, device = [], devices.of(net)
     with torch.no_grad():
         for start in range(0, len(moving), EVALUATION_BATCH):
+            began = time.perf_counter()
             a = torch.from_numpy(moving[start:start + EVALUATION_BATCH]).to(device)
             b = torch.from_numpy(fixed[start:start + EVALUATION_BATCH]).to(device)
             maps.append(net(a, b).field(a.shape[2:]).expand(len(a), *[-1] * (a.dim() - 1)).cpu())
+            if seconds is not None:  # .cpu() above waits for the device, so this is the work's time
+                seconds += [(time.perf_counter() - began) / len(a)] * len(a)
     return torch.cat(maps)
 
 
@@ -281,36 +287,57 @@ def _write_csv(path: PathLike, frame: pd.DataFrame) -> None:
     write_text(path, frame.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
 
 
+def _write_runtime(path: PathLike | None, rows: list[dict[str, Any]], net) -> None:
+    """Seconds per registered pair (median over each test set's pairs) for the benchmark files:
+    timings stay out of result tables, which are byte-reproducible."""
+    if path is not None:
+        device = devices.of(net).type
+        frame = pd.DataFrame([{**row, "device": device} for row in rows])
+        write_text(path, frame.to_csv(sep="\t", index=False, float_format="%.6g"))
+
+
+def _runtime_row(run: dict[str, Any], seconds: list[float]) -> dict[str, Any]:
+    return {**run, "pairs": len(seconds), "seconds_per_pair": float(np.median(seconds))}
+
+
 def evaluate_retina(method: str, model: PathLike | None, tests: Sequence[PathLike], table: PathLike,
-                    examples: PathLike, settings: dict[str, Any], train_condition: str, seed: int) -> None:
+                    examples: PathLike, settings: dict[str, Any], train_condition: str, seed: int,
+                    runtime: PathLike | None = None) -> None:
     """The measurements of :func:`_dice_rows` for every pair of every test set; test sets are named
     ``<split>_<condition>.npz``. Every row names its run (method, train condition, seed) and test
-    set, so the file says what it is."""
+    set, so the file says what it is. ``runtime`` gets the seconds per pair of each test set."""
     net = load_network(method, model, 2, settings)
-    rows, example_arrays = [], {}
+    rows, example_arrays, timings = [], {}, []
     for test in tests:
         name = Path(test).stem
         split, condition = name.split("_", 1)
         pairs = load_pairs(test)
-        maps = register_pairs(net, pairs["moving"], pairs["fixed"])
-        rows += [{"method": method, "train_condition": train_condition, "seed": seed, "test_set": split,
-                  "test_condition": condition, **row} for row in _dice_rows(pairs, maps)]
+        seconds: list[float] = []
+        maps = register_pairs(net, pairs["moving"], pairs["fixed"], seconds)
+        run = {"method": method, "train_condition": train_condition, "seed": seed, "test_set": split,
+               "test_condition": condition}
+        rows += [{**run, **row} for row in _dice_rows(pairs, maps)]
+        timings.append(_runtime_row(run, seconds))
         example_arrays.update({f"{name}/{k}": v for k, v in _examples(pairs, maps).items()})
     _write_csv(table, pd.DataFrame(rows))
     save_pairs(examples, **example_arrays)
+    _write_runtime(runtime, timings, net)
 
 
 def evaluate_lung(method: str, model: PathLike | None, test: PathLike, table: PathLike,
-                  examples: PathLike, settings: dict[str, Any], seed: int) -> None:
-    """mTRE in mm (before / after) and % folds per lung pair; every row names its method and seed."""
+                  examples: PathLike, settings: dict[str, Any], seed: int, runtime: PathLike | None = None) -> None:
+    """mTRE in mm (before / after) and % folds per lung pair; every row names its method and seed.
+    ``runtime`` gets the seconds per pair."""
     pairs = load_pairs(test)
     net = load_network(method, model, 3, settings)
-    maps = register_pairs(net, pairs["moving"], pairs["fixed"])
+    seconds: list[float] = []
+    maps = register_pairs(net, pairs["moving"], pairs["fixed"], seconds)
     shape = pairs["moving"].shape[2:]
     _write_csv(table, pd.DataFrame([{"method": method, "seed": seed, **row} for row in _lung_rows(pairs, maps)]))
     middle = shape[0] // 2
     example = _examples(pairs, maps)
     save_pairs(examples, **{k: v[middle] for k, v in example.items()})
+    _write_runtime(runtime, [_runtime_row({"method": method, "seed": seed}, seconds)], net)
 
 
 def _lung_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor) -> list[dict[str, float]]:

@@ -119,22 +119,33 @@ def learning_curves(paths: Iterable[str]) -> pd.DataFrame:
     return runs.sort_values(CURVE_KEYS + ["step"], ignore_index=True)
 
 
+def _trend_gain(steps: np.ndarray, scores: np.ndarray, span: float) -> float:
+    """The rise of the least-squares line through (steps, scores) over ``span`` steps: the trend of
+    a noisy curve (one validation pass moves Dice by a few 0.001), not the difference of two points."""
+    if len(steps) < 2:
+        return float("nan")
+    slope = np.polyfit(steps.astype(float), scores.astype(float), 1)[0]
+    return float(slope * span)
+
+
 def plateau(curves: pd.DataFrame) -> pd.DataFrame:
     """Per training run: its steps, final validation score and the gain over its last 25 % of
-    steps (score at the end minus the last score at or before 75 % of the steps). Retina runs
-    score Dice (higher is better) and are judged against ``PLATEAU_GAIN``; lung runs score mTRE
-    in mm, shown as its decrease and not judged (no threshold is established for it)."""
+    steps: the rise of the line fitted to the validation points from the last one at or before
+    75 % of the steps to the end (at least two points). Retina runs score Dice (higher is better)
+    and are judged against ``PLATEAU_GAIN``; lung runs score mTRE in mm, shown as its decrease and
+    not judged (no threshold is established for it)."""
     rows = []
     for keys, run in curves.groupby(CURVE_KEYS, sort=True):
         run = run.sort_values("step")
         score = "val_dice" if run.get("val_dice", pd.Series(dtype=float)).notna().any() else "val_mtre_mm"
         steps = int(run["step"].iloc[-1])
         earlier = run[run["step"] <= 0.75 * steps]
-        final = float(run[score].iloc[-1])
-        start = float(earlier[score].iloc[-1]) if not earlier.empty else float("nan")
-        gain = final - start if score == "val_dice" else start - final
-        rows.append({**dict(zip(CURVE_KEYS, keys)), "steps": steps, "score": score, "final": final,
-                     "gain_last_quarter": gain,
+        first = earlier["step"].iloc[-1] if not earlier.empty else run["step"].iloc[0]
+        quarter = run[run["step"] >= first]
+        rise = _trend_gain(quarter["step"].to_numpy(), quarter[score].to_numpy(), 0.25 * steps)
+        gain = rise if score == "val_dice" else -rise
+        rows.append({**dict(zip(CURVE_KEYS, keys)), "steps": steps, "score": score,
+                     "final": float(run[score].iloc[-1]), "gain_last_quarter": gain,
                      "plateau": ("yes" if gain <= PLATEAU_GAIN else "no") if score == "val_dice" else "not judged"})
     return pd.DataFrame(rows)
 

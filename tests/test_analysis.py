@@ -122,6 +122,16 @@ def test_plateau_is_the_gain_over_the_last_quarter_of_the_steps():
     assert not claim.passed and "rising/none/seed0 +0.100 (100 steps)" in claim.measured
 
 
+def test_plateau_gain_is_the_trend_not_one_noisy_validation_point():
+    # flat at 0.5, the last of the four points in the last quarter 0.012 high: two-point difference
+    # 0.012 (> PLATEAU_GAIN), fitted line over the quarter (x 70..100, span 25): 0.009
+    scores = [0.4, 0.45, 0.48, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.512]
+    curves = pd.DataFrame([{"experiment": "retina", "method": "noisy", "train_condition": "none", "seed": 0,
+                            "step": 10 * (i + 1), "val_dice": score} for i, score in enumerate(scores)])
+    row = tables.plateau(curves).iloc[0]
+    assert row.gain_last_quarter == pytest.approx(0.009) and row.plateau == "yes" and row.final == 0.512
+
+
 def test_leaderboards_give_each_method_its_interval(tmp_path):
     _tables(tmp_path)
     board = tables.leaderboard_retina(tables.read(tmp_path, "retina"))

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import copy_workflow
 
@@ -70,6 +71,10 @@ def test_smoke_preset_runs_end_to_end_and_reproduces(tmp_path):
         assert (first / "figures" / f"{figure}.png").stat().st_size > 1000
         assert (first / "figures" / f"{figure}.pdf").exists()
     assert (first / "claims.md").read_bytes() == (second / "claims.md").read_bytes()
+    # runtime per pair goes to the benchmark files, never into the (byte-compared) result tables
+    runtime = pd.read_csv(first / "benchmarks" / "evaluate_retina" / "carl_none_seed0_per_pair.tsv", sep="\t")
+    assert set(runtime.test_condition) == {"none", "shift", "shift_scale"} and (runtime.seconds_per_pair > 0).all()
+    assert "seconds_per_pair" not in (first / "tables" / "retina.csv").read_text()
     report = _snakemake("--report", "report.html", "--config", "preset=smoke", cwd=tmp_path / "first")
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "first" / "report.html").read_text()

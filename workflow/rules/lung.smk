@@ -54,6 +54,7 @@ rule evaluate_lung:
     output:
         table=f"{RESULTS}/lung/{{method}}/seed{{seed}}.csv",
         examples=f"{RESULTS}/lung/{{method}}/seed{{seed}}_examples.npz",
+        runtime=f"{RESULTS}/benchmarks/evaluate_lung/{{method}}_seed{{seed}}_per_pair.tsv",
     log:
         f"{RESULTS}/logs/evaluate_lung/{{method}}_seed{{seed}}.log",
     benchmark:

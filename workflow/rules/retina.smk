@@ -60,6 +60,7 @@ rule evaluate_retina:
     output:
         table=f"{RESULTS}/retina/{{method}}/{{condition}}/seed{{seed}}.csv",
         examples=f"{RESULTS}/retina/{{method}}/{{condition}}/seed{{seed}}_examples.npz",
+        runtime=f"{RESULTS}/benchmarks/evaluate_retina/{{method}}_{{condition}}_seed{{seed}}_per_pair.tsv",
     log:
         f"{RESULTS}/logs/evaluate_retina/{{method}}_{{condition}}_seed{{seed}}.log",
     benchmark:

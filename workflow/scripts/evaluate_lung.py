@@ -11,4 +11,5 @@ experiments.evaluate_lung(
     snakemake.output.examples,
     snakemake.params.settings,
     seed=int(snakemake.wildcards.seed),
+    runtime=snakemake.output.runtime,
 )

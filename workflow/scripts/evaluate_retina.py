@@ -12,4 +12,5 @@ experiments.evaluate_retina(
     snakemake.params.settings,
     train_condition=snakemake.wildcards.condition,
     seed=int(snakemake.wildcards.seed),
+    runtime=snakemake.output.runtime,
 )
