@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -21,7 +24,8 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        f"{RESULTS}/claims.md",
+        rules.claims.output,
+        rules.summary.output,
         all_tables(),
         all_figures(),
         # the default preset compares itself with results/reference/ (or refreshes it)

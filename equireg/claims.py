@@ -185,6 +185,18 @@ def render(claims: list[Claim]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(directory: str | Path, path: str | Path, copdgene: str | None = None) -> None:
-    """Write ``claims.md`` from the tables in ``directory``."""
-    write_text(path, render(check_all(directory, copdgene)))
+def table(claims: list[Claim]) -> pd.DataFrame:
+    """The claims as rows (what the report renders on its landing page)."""
+    return pd.DataFrame([{"claim": number, "text": claim.text, "criterion": claim.criterion,
+                          "measured": claim.measured, "result": "PASS" if claim.passed else "FAIL"}
+                         for number, claim in enumerate(claims, 1)])
+
+
+def write(directory: str | Path, path: str | Path, copdgene: str | None = None,
+          csv_path: str | Path | None = None) -> None:
+    """Write ``claims.md`` (and, with ``csv_path``, the same rows as CSV) from the tables in
+    ``directory``."""
+    checked = check_all(directory, copdgene)
+    write_text(path, render(checked))
+    if csv_path is not None:
+        write_text(csv_path, table(checked).to_csv(index=False))

@@ -1,8 +1,11 @@
 """The Snakemake workflow: every preset plans, lint and format pass, bad configs fail early, and the
 smoke preset runs end to end twice with byte-identical tables."""
 
+import json
+import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
@@ -80,3 +83,49 @@ def test_smoke_preset_runs_end_to_end_and_reproduces(tmp_path):
     html = (tmp_path / "first" / "report.html").read_text()
     assert "claims.md" in html and "retina_violin.png" in html and "retina.csv" in html
     assert "Capture radius" in html  # the figure's own caption
+    # the landing page: the suite's description with the claims and leaderboards as HTML tables
+    landing = _landing_tables(html)
+    claims_table = landing["equireg-claims"]
+    assert claims_table[0] == ["claim", "text", "criterion", "measured", "result"] and len(claims_table) == 1 + 7
+    assert {row[-1] for row in claims_table[1:]} <= {"PASS", "FAIL"}
+    board = landing["equireg-leaderboard_retina"]
+    assert board[1][0] == "unregistered" and {"carl", "gradicon", "classical"} <= {row[0] for row in board[1:]}
+    assert "equireg-leaderboard_lung" in landing
+    sections = re.search(r"var categories = (\{.*?\});", html).group(1)
+    assert sections.index('"1 Retina"') < sections.index('"4 Lung"') < sections.index('"5 Training"')
+
+
+def _landing_tables(report: str) -> dict[str, list[list[str]]]:
+    """The tables of the report's landing page (the workflow description, a JSON string in the
+    page's script), by CSS class: header and body rows as lists of cell texts."""
+    description = json.loads(re.search(r'var workflow_desc = ("(?:[^"\\]|\\.)*");', report).group(1))
+
+    class Tables(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.current, self.row, self.cell = {}, None, None, None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                name = next(c for c in dict(attrs)["class"].split() if c.startswith("equireg-"))
+                self.current = self.tables.setdefault(name, [])
+            elif tag == "tr" and self.current is not None:
+                self.row = []
+                self.current.append(self.row)
+            elif tag in ("td", "th") and self.row is not None:
+                self.cell = []
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell.append(data)
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th") and self.cell is not None:
+                self.row.append("".join(self.cell).strip())
+                self.cell = None
+            elif tag == "table":
+                self.current = self.row = None
+
+    parser = Tables()
+    parser.feed(description)
+    return parser.tables

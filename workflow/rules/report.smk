@@ -25,7 +25,7 @@ rule tables:
     output:
         [
             (
-                report(path, caption="../report/table.rst", category="Tables")
+                report(path, caption="../report/table.rst", category="6 Tables")
                 if path.endswith(".csv")
                 else path
             )
@@ -59,7 +59,7 @@ rule figure:
         png=report(
             f"{RESULTS}/figures/{{name}}.png",
             caption="../report/figure.rst",
-            category="Figures",
+            category=lambda wildcards: FIGURE_SECTIONS[wildcards.name],
         ),
         pdf=f"{RESULTS}/figures/{{name}}.pdf",
     log:
@@ -78,9 +78,10 @@ rule claims:
     input:
         tables=all_tables(),
     output:
-        report(
-            f"{RESULTS}/claims.md", caption="../report/claims.rst", category="Claims"
+        markdown=report(
+            f"{RESULTS}/claims.md", caption="../report/claims.rst", category="0 Claims"
         ),
+        csv=f"{RESULTS}/claims.csv",
     log:
         f"{RESULTS}/logs/claims.log",
     conda:
@@ -90,6 +91,23 @@ rule claims:
         copdgene=config.get("datasets", {}).get("copdgene"),
     script:
         "../scripts/claims.py"
+
+
+rule summary:
+    input:
+        claims=rules.claims.output.csv,
+        leaderboards=expand(
+            f"{RESULTS}/tables/{{name}}.csv",
+            name=["leaderboard_retina", "leaderboard_lung"],
+        ),
+    output:
+        f"{RESULTS}/summary.html",
+    log:
+        f"{RESULTS}/logs/summary.log",
+    conda:
+        ENV
+    script:
+        "../scripts/summary.py"
 
 
 rule reproduction:
@@ -114,7 +132,7 @@ if REFRESH_REFERENCE:
 
     rule reference:
         input:
-            claims=f"{RESULTS}/claims.md",
+            claims=rules.claims.output.markdown,
             tables=all_tables(),
             figures=all_figures(),
         output:

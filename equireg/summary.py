@@ -1,0 +1,48 @@
+"""The report's landing page: the claims and the leaderboards of one run as HTML tables.
+
+Snakemake's report renders the workflow description (``workflow/report/workflow.rst``) as
+reStructuredText, which would read the claims' ``|x|`` and ``*`` as markup; so the tables reach it
+as an HTML fragment, written here from the run's CSV files.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from equireg.files import write_text
+
+#: leaderboard tables shown under the claims, with their headings
+LEADERBOARDS = {"leaderboard_retina": "Retina: Dice of models trained on not-shifted pairs [95 % interval]",
+                "leaderboard_lung": "Lung: mTRE in mm [95 % interval], lung-mask Dice and HD95, folds, SDlogJ"}
+
+
+# Snakemake's landing page centres its content vertically in a scrolling box, which cuts off the
+# top of a page taller than the window, and narrows the text to 32rem; scoped to this page.
+STYLE = """<style>
+div.h-screen.overflow-auto:has(.equireg-claims) { align-items: flex-start; }
+div.prose:has(.equireg-claims) { max-width: 64rem; }
+</style>"""
+
+
+def _table(frame: pd.DataFrame, css_class: str) -> str:
+    return frame.to_html(index=False, classes=["table", "table-sm", css_class], border=0, na_rep="", justify="left",
+                         escape=True)
+
+
+def fragment(claims: pd.DataFrame, leaderboards: dict[str, pd.DataFrame]) -> str:
+    """The claims table (PASS/FAIL in bold) followed by each leaderboard under its heading."""
+    claims = claims.copy()
+    passed = int((claims["result"] == "PASS").sum())
+    parts = [STYLE, f"<h3>Claims: {passed} of {len(claims)} PASS</h3>", _table(claims, "equireg-claims")]
+    for name, frame in leaderboards.items():
+        parts += [f"<h3>{html.escape(LEADERBOARDS.get(name, name))}</h3>", _table(frame, f"equireg-{name}")]
+    return "\n".join(parts) + "\n"
+
+
+def write(claims_csv: str | Path, leaderboard_csvs: list[str | Path], path: str | Path) -> None:
+    """Write the landing page fragment from ``claims.csv`` and the leaderboard CSVs."""
+    leaderboards = {Path(csv).stem: pd.read_csv(csv, dtype=str, keep_default_na=False) for csv in leaderboard_csvs}
+    write_text(path, fragment(pd.read_csv(claims_csv, dtype=str, keep_default_na=False), leaderboards))
