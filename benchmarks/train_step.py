@@ -89,7 +89,7 @@ def heldout_dice(method: str, options: dict, stage: dict, steps: int, precision:
                  data: dict[str, dict[str, Any]]) -> float:
     """Mean test Dice of ``method`` after ``steps`` steps on the training pairs (seed 0)."""
     from equireg.data.datasets import PairBatches
-    from equireg.experiments import _dice_rows, register_pairs
+    from equireg.experiments import dice_rows, register_pairs
 
     training.seed_everything(0)
     net = methods.build(method, 2, **options)
@@ -101,7 +101,7 @@ def heldout_dice(method: str, options: dict, stage: dict, steps: int, precision:
         training.train(net, stages, PairBatches(train["moving"], train["fixed"], 4, 0), directory,
                        progress=False, precision=precision, checkpoint_every=steps)
     net.eval()
-    rows = _dice_rows(test, register_pairs(net, test["moving"], test["fixed"]))
+    rows = dice_rows(test, register_pairs(net, test["moving"], test["fixed"]))
     return round(statistics.mean(row["dice"] for row in rows), 4)
 
 

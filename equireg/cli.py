@@ -103,9 +103,9 @@ def _grid(image: Any) -> str:
 
 def _voxel_points(shape: Sequence[int], geometry) -> np.ndarray:
     """Physical position (ITK x, y, z) of every voxel of an image, ``[*shape, D]``."""
-    from equireg.transforms import index_to_physical
+    from equireg.transforms import index_to_physical, voxel_grid
 
-    index = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"), -1)
+    index = np.moveaxis(voxel_grid(shape), 0, -1)
     return index_to_physical(index, *geometry)
 
 
@@ -113,8 +113,9 @@ def _moving_map(points: np.ndarray, geometry, shape: Sequence[int]) -> torch.Ten
     """Physical points ``[*S, D]`` as a coordinate map ``[1, D, *S]`` in the [0, 1] coordinates of an
     image of ``shape`` and ``geometry`` (the moving image)."""
     from equireg.data import io
+    from equireg.transforms import voxel_scale
 
-    scale = np.asarray([max(n - 1, 1) for n in shape], dtype=np.float64)
+    scale = voxel_scale(shape)
     return torch.from_numpy(io.physical_to_index(points, *geometry) / scale).float().movedim(-1, 0)[None]
 
 
@@ -149,7 +150,7 @@ def _register_pair(args: argparse.Namespace) -> Registration:
 
     from equireg import memory, metrics
     from equireg.data import io
-    from equireg.transforms import identity_map, index_to_physical
+    from equireg.transforms import identity_map, index_to_physical, voxel_scale
 
     fixed_shape, moving_shape = io.read_shape(args.fixed), io.read_shape(args.moving)
     dimension = len(fixed_shape)
@@ -177,17 +178,17 @@ def _register_pair(args: argparse.Namespace) -> Registration:
         inputs.append(io.to_tensor(io.resample_to(image, grid)))
     with torch.no_grad():
         phi = _run_network(net, args.method, *inputs)
-        grid_shape = np.asarray(shape, dtype=np.float64)
+        grid_scale = voxel_scale(shape)
         points = _voxel_points(fixed_shape, io.geometry(fixed_image))
         if io.same_grid(fixed_image, grid):  # exact grid coordinates: identity stays identity
             query = identity_map(fixed_shape)
         else:
-            query = torch.from_numpy(io.physical_to_index(points, *io.geometry(grid)) / (grid_shape - 1))
+            query = torch.from_numpy(io.physical_to_index(points, *io.geometry(grid)) / grid_scale)
             query = query.float().movedim(-1, 0)[None]
         mapped = phi(query.to(devices.of(net))).cpu()  # where each fixed voxel lands, in network-grid coordinates
         del query
     folds = metrics.fold_percentage(mapped)  # the grid is the fixed grid scaled: same Jacobian signs
-    mapped_points = index_to_physical(mapped[0].movedim(0, -1).double().numpy() * (grid_shape - 1),
+    mapped_points = index_to_physical(mapped[0].movedim(0, -1).double().numpy() * grid_scale,
                                       *io.geometry(grid))
     del mapped
     field = sitk.GetImageFromArray(mapped_points - points, isVector=True)

@@ -68,10 +68,10 @@ def _margins(margin: int | Shift | None, shifts: Sequence[tuple[int, ...]], dime
 def _summary(errors: torch.Tensor) -> dict[str, float]:
     errors = errors.double()
     return {
-        "median_voxels": float(errors.median()),
-        "p95_voxels": float(torch.quantile(errors, 0.95)),
-        "mean_voxels": float(errors.mean()),
-        "max_voxels": float(errors.max()),
+        "median_error_vox": float(errors.median()),
+        "p95_error_vox": float(torch.quantile(errors, 0.95)),
+        "mean_error_vox": float(errors.mean()),
+        "max_error_vox": float(errors.max()),
         "foreground_voxels": int(errors.numel()),
     }
 

@@ -155,14 +155,14 @@ def landscape(curve_csv: str | Path) -> plt.Figure:
 
 def toy1d(curve_csv: str | Path) -> plt.Figure:
     """The 1-D toy: the images, attention's estimate of A^-1 o B against the analytic curve, the error."""
-    from equireg.toy1d import plot_toy
+    from equireg.toy1d import plot_toy, toy_error
 
     curve = pd.read_csv(curve_csv)
     interior = curve["interior"].astype(bool)
-    error = (curve.estimate - curve.analytic).abs().to_numpy()
+    error, max_error = toy_error(curve.estimate, curve.analytic, interior)
     return plot_toy({"x": curve.x.to_numpy(), "estimate": curve.estimate.to_numpy(),
                      "analytic": curve.analytic.to_numpy(), "error": error,
-                     "max_error": float(error[interior].max()), "margin": float(curve.x[interior].iloc[0])})
+                     "max_error": max_error, "margin": float(curve.x[interior].iloc[0])})
 
 
 def _qualitative(examples: Sequence[str], methods: Sequence[str], prefix: str) -> plt.Figure:

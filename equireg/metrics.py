@@ -12,7 +12,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from equireg.transforms import Transform, coordinates_to_voxels, jacobian_determinant, voxels_to_coordinates
+from equireg.transforms import (Transform, coordinates_to_voxels, jacobian_determinant, voxel_scale,
+                                voxels_to_coordinates)
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -40,7 +41,7 @@ def endpoint_error_voxels(coordinate_map: ArrayLike, exact: ArrayLike, mask: Arr
     phi, truth = _numpy(coordinate_map).astype(np.float64), _numpy(exact).astype(np.float64)
     if phi.shape != truth.shape:
         raise ValueError(f"endpoint error of maps with different shapes {phi.shape} and {truth.shape}")
-    scale = np.array([max(n - 1, 1) for n in phi.shape[1:]], dtype=np.float64).reshape(-1, *[1] * (phi.ndim - 1))
+    scale = voxel_scale(phi.shape[1:]).reshape(-1, *[1] * (phi.ndim - 1))
     error = np.sqrt((((phi - truth) * scale) ** 2).sum(axis=0))
     if mask is not None:
         error = error[_numpy(mask).astype(bool)]

@@ -67,13 +67,20 @@ class IntensityEmbedding(nn.Module):
         return torch.cat([weight * torch.cos(phase), weight[:, 1:] * torch.sin(phase[:, 1:])], 1)
 
 
+def toy_error(estimate: np.ndarray, analytic: np.ndarray, interior: np.ndarray) -> tuple[np.ndarray, float]:
+    """The toy's error, one definition: ``|estimate - A⁻¹∘B|`` at every point, and its largest
+    value where ``interior`` is set (away from the ends, where the inversion is ill-posed)."""
+    error = np.abs(np.asarray(estimate, dtype=np.float64) - np.asarray(analytic, dtype=np.float64))
+    return error, float(error[np.asarray(interior, dtype=bool)].max())
+
+
 def solve_toy(size: int = 512, kernel_width: float = 0.1, feature_scale: float = 40.0,
               margin: float = 0.05, padding: int = 9) -> dict[str, Any]:
     """Register ``A`` to ``B`` sampled on ``size`` voxels with a 1-D Ξ; compare with ``A⁻¹∘B``.
 
-    Returns numpy arrays ``x``, ``estimate``, ``analytic``, ``error`` and ``max_error``, the
-    largest error for ``margin <= x <= 1 - margin`` (at the ends ``A`` is flat or meets the zero
-    padding, so the inversion is ill-posed there).
+    Returns numpy arrays ``x``, ``estimate``, ``analytic``, ``interior`` (``margin <= x <= 1 -
+    margin``; at the ends ``A`` is flat or meets the zero padding, so the inversion is ill-posed
+    there) and ``error``, and ``max_error`` (:func:`toy_error`).
     """
     if size < 16:
         raise ValueError(f"solve_toy: size must be >= 16, got {size}")
@@ -86,11 +93,11 @@ def solve_toy(size: int = 512, kernel_width: float = 0.1, feature_scale: float =
         estimate = x + xi(moving_image(x), fixed_image(x))
     x, estimate = x[0, 0].numpy(), estimate[0, 0].numpy()
     analytic = analytic_solution(torch.from_numpy(x)).numpy()
-    error = np.abs(estimate - analytic)
     interior = (x >= margin) & (x <= 1 - margin)
+    error, max_error = toy_error(estimate, analytic, interior)
     return {
-        "x": x, "estimate": estimate, "analytic": analytic, "error": error,
-        "max_error": float(error[interior].max()), "margin": margin,
+        "x": x, "estimate": estimate, "analytic": analytic, "interior": interior, "error": error,
+        "max_error": max_error, "margin": margin,
     }
 
 

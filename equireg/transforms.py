@@ -133,6 +133,18 @@ def translation(offset: Sequence[float] | torch.Tensor) -> Transform:
 
 # --- unit conversions ------------------------------------------------------------------------
 
+def voxel_grid(shape: Sequence[int]) -> np.ndarray:
+    """The index of every voxel, ``[D, *shape]`` float64 in array-axis order: the numpy side's
+    identity (in voxels, where :func:`identity_map` is in [0, 1] units)."""
+    return np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"))
+
+
+def voxel_scale(shape: Sequence[int]) -> np.ndarray:
+    """Voxels per [0, 1] unit along each axis, ``N - 1`` (1 for an axis of one voxel, whose only
+    voxel sits at 0), ``[D]`` float64: voxels = coordinates * scale."""
+    return np.array([max(n - 1, 1) for n in shape], dtype=np.float64)
+
+
 def _per_axis(values: Sequence[float] | torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(values, dtype=reference.dtype, device=reference.device)
     return t.reshape(1, -1, *[1] * (reference.dim() - 2))
@@ -140,12 +152,12 @@ def _per_axis(values: Sequence[float] | torch.Tensor, reference: torch.Tensor) -
 
 def coordinates_to_voxels(coordinates: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """[0, 1] coordinates (or displacements) -> voxel units of a grid of ``shape``."""
-    return coordinates * _per_axis([n - 1 for n in shape], coordinates)
+    return coordinates * _per_axis(voxel_scale(shape), coordinates)
 
 
 def voxels_to_coordinates(voxels: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """Voxel units -> [0, 1] coordinates of a grid of ``shape``."""
-    return voxels / _per_axis([max(n - 1, 1) for n in shape], voxels)
+    return voxels / _per_axis(voxel_scale(shape), voxels)
 
 
 def displacement_in_voxels(coordinate_map: torch.Tensor) -> torch.Tensor:
@@ -180,29 +192,3 @@ def index_to_physical(points_array_order: np.ndarray, origin, spacing, direction
     index_xyz = points_array_order[..., ::-1]
     matrix = np.asarray(direction, dtype=np.float64).reshape(dimension, dimension) * np.asarray(spacing)
     return index_xyz @ matrix.T + np.asarray(origin)
-
-
-def coordinate_map_to_itk_displacement(coordinate_map: torch.Tensor, fixed, moving):
-    """Express ``phi`` as an ITK displacement field on the fixed image's grid.
-
-    ``coordinate_map`` is ``phi`` sampled on the fixed grid (``[1, D, *fixed_shape]``, values in the
-    moving image's [0, 1] coordinates). ``fixed`` and ``moving`` are ``SimpleITK.Image``; the result
-    is a vector ``SimpleITK.Image`` with ``u(x) = moving_point(phi(x)) - x`` in physical units, so
-    that ``sitk.DisplacementFieldTransform`` maps fixed points to moving points.
-    """
-    import SimpleITK as sitk
-
-    dimension = coordinate_map.shape[1]
-    fixed_shape = coordinate_map.shape[2:]
-    moving_shape = moving.GetSize()[::-1]
-    phi = coordinate_map[0].detach().double().cpu().numpy()
-    moving_index = np.stack([phi[d] * (moving_shape[d] - 1) for d in range(dimension)], -1)
-    fixed_index = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in fixed_shape],
-                                       indexing="ij"), -1)
-    moving_points = index_to_physical(moving_index, moving.GetOrigin(), moving.GetSpacing(),
-                                      moving.GetDirection())
-    fixed_points = index_to_physical(fixed_index, fixed.GetOrigin(), fixed.GetSpacing(),
-                                     fixed.GetDirection())
-    field = sitk.GetImageFromArray(moving_points - fixed_points, isVector=True)
-    field.CopyInformation(fixed)
-    return field

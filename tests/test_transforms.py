@@ -1,8 +1,6 @@
 """Analytic checks of the coordinate convention, warping, composition and conversions."""
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
 from equireg import transforms as T
@@ -85,25 +83,6 @@ def test_jacobian_of_identity_is_one_and_flip_is_negative():
     assert (T.jacobian_determinant(flipped) < 0).all()
 
 
-def test_itk_displacement_matches_translation_in_mm():
-    spacing, origin = (0.5, 2.0), (10.0, -3.0)
-    array = np.zeros((8, 12), np.float32)  # (y, x)
-    fixed = sitk.GetImageFromArray(array)
-    fixed.SetSpacing(spacing)
-    fixed.SetOrigin(origin)
-    # phi shifts by +2 voxels along array axis 0 (ITK y) and -1 along axis 1 (ITK x).
-    phi = T.translation([2 / 7, -1 / 11]).field((8, 12))
-    field = T.coordinate_map_to_itk_displacement(phi, fixed, fixed)
-    values = sitk.GetArrayFromImage(field)
-    np.testing.assert_allclose(values[..., 0], -1 * spacing[0], atol=1e-5)
-    np.testing.assert_allclose(values[..., 1], 2 * spacing[1], atol=1e-5)
-    # ITK agrees that the field maps a fixed point to the shifted moving point.
-    transform = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
-    point = fixed.TransformIndexToPhysicalPoint((3, 4))
-    np.testing.assert_allclose(transform.TransformPoint(point),
-                               (point[0] - spacing[0], point[1] + 2 * spacing[1]), atol=1e-5)
-
-
 class _Shift(torch.nn.Module):
     """A displacement net that returns a constant displacement."""
 
@@ -120,3 +99,13 @@ def test_two_step_composes_and_downsample_halves():
     image = _textured((16, 16))
     phi = net(image, image)
     torch.testing.assert_close(phi.field((16, 16)), T.identity_map((16, 16)) + 0.07)
+
+
+def test_numpy_voxel_grid_is_the_identity_map_in_voxels():
+    shape = (5, 1, 7)  # an axis of one voxel: its only voxel sits at 0, its scale is 1
+    grid, scale = T.voxel_grid(shape), T.voxel_scale(shape)
+    assert grid.shape == (3, *shape) and list(scale) == [4.0, 1.0, 6.0]
+    torch.testing.assert_close(torch.from_numpy(grid / scale.reshape(-1, 1, 1, 1)).float(), T.identity_map(shape)[0])
+    voxels = torch.from_numpy(grid)[None]
+    torch.testing.assert_close(T.voxels_to_coordinates(voxels, shape), T.identity_map(shape, dtype=torch.float64))
+    torch.testing.assert_close(T.coordinates_to_voxels(T.voxels_to_coordinates(voxels, shape), shape), voxels)

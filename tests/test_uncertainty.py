@@ -52,15 +52,15 @@ def test_endpoint_error_is_the_distance_in_moving_voxels():
 def test_exact_map_reaches_the_ceiling_with_zero_endpoint_error():
     from equireg.data.perturb import retina_dataset
     from equireg.data.retina import generate_vessel_mask
-    from equireg.experiments import _dice_rows
+    from equireg.experiments import dice_rows
 
     pairs = retina_dataset([generate_vessel_mask(7)], "shift", 1, seed=0, pool=16, with_map=True).arrays()
     exact = torch.from_numpy(pairs["coordinates"])
-    (row, _) = _dice_rows(pairs, exact)
+    (row, _) = dice_rows(pairs, exact)
     assert row["epe_px"] == pytest.approx(0.0, abs=1e-4) and row["epe_vessels_px"] == pytest.approx(0.0, abs=1e-4)
     assert row["dice"] == row["dice_ceiling"] > row["dice_before"]
     identity = identity_map(exact.shape[2:]).expand_as(exact)
-    (unregistered, _) = _dice_rows(pairs, identity)
+    (unregistered, _) = dice_rows(pairs, identity)
     assert unregistered["epe_vessels_px"] > 5  # the 25-pixel shift at 1/16 scale plus the warp
     assert unregistered["dice"] == unregistered["dice_before"]
 

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from equireg.data.trees import render_tubes
+from equireg.transforms import voxel_grid, voxel_scale
 
 HU_RANGE = (-1000.0, 0.0)
 
@@ -231,8 +232,7 @@ def breathing_velocity(seed: int | Sequence[int], shape: Sequence[int], spacing:
 
 def _compose_displacements(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """Displacement (voxels) of ``x -> outer(inner(x))`` for ``x -> x + u`` maps."""
-    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in inner.shape[1:]], indexing="ij"))
-    points = grid + inner
+    points = voxel_grid(inner.shape[1:]) + inner
     return inner + np.stack([ndimage.map_coordinates(outer[a], points, order=1, mode="nearest")
                              for a in range(len(outer))])
 
@@ -247,9 +247,7 @@ def exponentiate(velocity: np.ndarray, steps: int = 7) -> np.ndarray:
 
 def _to_coordinates(displacement: np.ndarray) -> np.ndarray:
     shape = displacement.shape[1:]
-    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij"))
-    scale = np.array([n - 1 for n in shape], dtype=np.float64).reshape(-1, 1, 1, 1)
-    return ((grid + displacement) / scale).astype(np.float32)
+    return ((voxel_grid(shape) + displacement) / voxel_scale(shape).reshape(-1, 1, 1, 1)).astype(np.float32)
 
 
 def lung_pair(
@@ -266,8 +264,7 @@ def lung_pair(
     phantom = lung_phantom(seeds[0], shape, extent_mm)
     velocity = breathing_velocity(seeds[1], phantom.image.shape, phantom.spacing, amplitude_mm)
     forward, backward = exponentiate(velocity), exponentiate(-velocity)
-    grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in phantom.image.shape], indexing="ij"))
-    phi = grid + forward
+    phi = voxel_grid(phantom.image.shape) + forward
     fixed = ndimage.map_coordinates(phantom.image, phi, order=1, mode="nearest").astype(np.float32)
     fixed_mask = ndimage.map_coordinates(phantom.lung_mask.astype(np.float32), phi, order=1) >= 0.5
     fixed_vessels = ndimage.map_coordinates(phantom.vessel_mask.astype(np.float32), phi, order=1) >= 0.5

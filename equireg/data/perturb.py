@@ -25,6 +25,8 @@ from typing import Literal, Sequence
 import numpy as np
 from scipy import ndimage
 
+from equireg.transforms import voxel_grid, voxel_scale
+
 PAPER_SHIFT = 200  # rows at 584x565, i.e. 50 px at the 196x141 training size
 PAPER_PAD = (PAPER_SHIFT, 0)
 WARP_STAGES: tuple[tuple[float, int], ...] = ((25.0, 3), (12.0, 6))  # (sigma px, grid points)
@@ -83,7 +85,7 @@ def _sampling_map(shape: tuple[int, int], displacement: np.ndarray, zoom: float 
     """The map ``T`` (``[2, *shape]``, pixels) with ``deform_grid(x) = map_coordinates(x, T)``."""
     import elasticdeform
 
-    grid = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+    grid = voxel_grid(shape)
     clamped_0, clamped_1, mirrored_0, mirrored_1 = elasticdeform.deform_grid(
         [grid[0], grid[1], grid[0], grid[1]], displacement, order=1,
         mode=["nearest", "nearest", "mirror", "mirror"], zoom=zoom)
@@ -98,8 +100,7 @@ def _sampling_map(shape: tuple[int, int], displacement: np.ndarray, zoom: float 
 def _compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """``outer(inner(y))`` for sampling maps on one grid; ``outer`` is smooth, so its displacement is
     interpolated with cubic splines (clamped beyond the border, where the image is fill anyway)."""
-    identity = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in outer.shape[1:]],
-                                    indexing="ij"))
+    identity = voxel_grid(outer.shape[1:])
     return np.stack([inner[a] + ndimage.map_coordinates(outer[a] - identity[a], inner, order=3,
                                                          mode="nearest") for a in range(len(outer))])
 
@@ -211,10 +212,11 @@ def _pooled_coordinates(sampling: np.ndarray | None, canvas: tuple[int, int], po
     if sampling is None:
         full = points
     else:
-        identity = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in canvas], indexing="ij"))
+        identity = voxel_grid(canvas)
         full = np.stack([points[a] + ndimage.map_coordinates(sampling[a] - identity[a], points, order=3,
                                                              mode="nearest") for a in range(2)])
-    moving = [(full[a] - shift[a] - centre) / pool / (pooled_shape[a] - 1) for a in range(2)]
+    scale = voxel_scale(pooled_shape)
+    moving = [(full[a] - shift[a] - centre) / pool / scale[a] for a in range(2)]
     return np.stack(moving).astype(np.float32)
 
 

@@ -92,18 +92,20 @@ def retina_model(wildcards):
     """The model a retina evaluation needs ([] for methods that do not train)."""
     if wildcards.method not in TRAINED:
         return []
-    return f"{RESULTS}/models/retina/{wildcards.method}/{wildcards.condition}/seed{wildcards.seed}.pt"
+    return rules.train_retina.output.model.format(**dict(wildcards.items()))
 
 
 def lung_model(wildcards):
     if wildcards.method not in TRAINED:
         return []
-    return f"{RESULTS}/models/lung/{wildcards.method}/seed{wildcards.seed}.pt"
+    return rules.train_lung.output.model.format(**dict(wildcards.items()))
 
 
 def not_shifted_model(method):
     """The retina model of ``method`` trained on not-shifted pairs, first seed."""
-    return f"{RESULTS}/models/retina/{method}/none/seed{SEEDS[0]}.pt"
+    return rules.train_retina.output.model.format(
+        method=method, condition="none", seed=SEEDS[0]
+    )
 
 
 def sweep_model(wildcards):
@@ -124,13 +126,13 @@ if (LANDSCAPE["method"], "none") not in retina_runs():
 def learning_curve_files():
     """The validation curve of every training run, retina and lung."""
     retina = [
-        f"{RESULTS}/curves/retina/{m}/{c}/seed{s}.csv"
+        rules.train_retina.output.curve.format(method=m, condition=c, seed=s)
         for m, c in retina_runs()
         if m in TRAINED
         for s in SEEDS
     ]
     lung = [
-        f"{RESULTS}/curves/lung/{m}/seed{s}.csv"
+        rules.train_lung.output.curve.format(method=m, seed=s)
         for m in LUNG["methods"]
         if m in TRAINED
         for s in SEEDS

@@ -1,0 +1,163 @@
+"""Registering pair sets with a network and measuring the result: Dice, HD95, folds, SDlogJ and
+endpoint error (retina), TRE and lung-mask overlap (lung), seconds per pair."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from equireg import devices, metrics, training
+from equireg.experiments.jobs import PathLike, load_pairs, save_pairs, write_csv
+from equireg.files import write_text
+from equireg.transforms import identity_map, warp
+
+#: vessel maps are soft after average pooling; a voxel counts as vessel above this (carl.md §7)
+DICE_THRESHOLD = 0.3
+#: pairs registered per forward pass in evaluation
+EVALUATION_BATCH = 8
+
+
+def load_network(method: str, model: PathLike | None, dimension: int, settings: dict[str, Any]):
+    """A trained network (or, for methods without training, a fresh one) in eval mode, on the
+    device and in the precision of ``settings["compute"]``."""
+    device, precision = devices.resolve(settings.get("compute"))
+    net, _ = training.load_model(model or None, method, dimension, settings.get("options", {}), device, precision)
+    return net
+
+
+def register_pairs(net, moving: np.ndarray, fixed: np.ndarray,
+                   seconds: list[float] | None = None) -> torch.Tensor:
+    """Coordinate maps ``phi`` (``[N, D, *S]``) registering each moving to its fixed image; with
+    ``seconds``, each pair's share of the wall time of its batch is appended to it."""
+    maps, device = [], devices.of(net)
+    with torch.no_grad():
+        for start in range(0, len(moving), EVALUATION_BATCH):
+            began = time.perf_counter()
+            a = torch.from_numpy(moving[start:start + EVALUATION_BATCH]).to(device)
+            b = torch.from_numpy(fixed[start:start + EVALUATION_BATCH]).to(device)
+            maps.append(net(a, b).field(a.shape[2:]).expand(len(a), *[-1] * (a.dim() - 1)).cpu())
+            if seconds is not None:  # .cpu() above waits for the device, so this is the work's time
+                seconds += [(time.perf_counter() - began) / len(a)] * len(a)
+    return torch.cat(maps)
+
+
+def dice_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor) -> list[dict[str, float]]:
+    """Per pair: Dice before and after, HD95 (px), % folds and SDlogJ; with a ground-truth map
+    (synthetic pairs) also the endpoint error against it, over the image and over the fixed
+    vessels, and the Dice that the exact map reaches (the ceiling set by the label threshold and
+    interpolation)."""
+    moving_label = torch.from_numpy(pairs["moving_label"])
+    warped = warp(moving_label, coordinate_maps).numpy()
+    exact = pairs.get("coordinates")
+    ceiling = warp(moving_label, torch.from_numpy(exact)).numpy() if exact is not None else None
+    rows = []
+    for i in range(len(coordinate_maps)):
+        fixed = pairs["fixed_label"][i] > DICE_THRESHOLD
+        row = {
+            "pair": i,
+            "dice_before": metrics.dice(pairs["moving_label"][i] > DICE_THRESHOLD, fixed),
+            "dice": metrics.dice(warped[i] > DICE_THRESHOLD, fixed),
+            "hd95_px": metrics.hd95(warped[i, 0] > DICE_THRESHOLD, fixed[0]),
+            "folds_percent": metrics.fold_percentage(coordinate_maps[i:i + 1]),
+            "sdlogj": metrics.sd_log_jacobian(coordinate_maps[i:i + 1]),
+        }
+        if exact is not None:
+            row.update({
+                "epe_px": metrics.endpoint_error_voxels(coordinate_maps[i], exact[i]),
+                "epe_vessels_px": metrics.endpoint_error_voxels(coordinate_maps[i], exact[i], fixed[0]),
+                "dice_ceiling": metrics.dice(ceiling[i] > DICE_THRESHOLD, fixed),
+            })
+        rows.append(row)
+    return rows
+
+
+def examples_of(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor) -> dict[str, np.ndarray]:
+    """The first pair with its registration result, for qualitative figures."""
+    moving = torch.from_numpy(pairs["moving"][:1])
+    return {"moving": pairs["moving"][0, 0], "fixed": pairs["fixed"][0, 0],
+            "warped": warp(moving, coordinate_maps[:1]).numpy()[0, 0]}
+
+
+def _write_runtime(path: PathLike | None, rows: list[dict[str, Any]], net) -> None:
+    """Seconds per registered pair (median over each test set's pairs) for the benchmark files:
+    timings stay out of result tables, which are byte-reproducible."""
+    if path is not None:
+        device = devices.of(net).type
+        frame = pd.DataFrame([{**row, "device": device} for row in rows])
+        write_text(path, frame.to_csv(sep="\t", index=False, float_format="%.6g"))
+
+
+def _runtime_row(run: dict[str, Any], seconds: list[float]) -> dict[str, Any]:
+    return {**run, "pairs": len(seconds), "seconds_per_pair": float(np.median(seconds))}
+
+
+def evaluate_retina(method: str, model: PathLike | None, tests: Sequence[PathLike], table: PathLike,
+                    examples: PathLike, settings: dict[str, Any], train_condition: str, seed: int,
+                    runtime: PathLike | None = None) -> None:
+    """The measurements of :func:`dice_rows` for every pair of every test set; test sets are named
+    ``<split>_<condition>.npz``. Every row names its run (method, train condition, seed) and test
+    set, so the file says what it is. ``runtime`` gets the seconds per pair of each test set."""
+    net = load_network(method, model, 2, settings)
+    rows, example_arrays, timings = [], {}, []
+    for test in tests:
+        name = Path(test).stem
+        split, condition = name.split("_", 1)
+        pairs = load_pairs(test)
+        seconds: list[float] = []
+        maps = register_pairs(net, pairs["moving"], pairs["fixed"], seconds)
+        run = {"method": method, "train_condition": train_condition, "seed": seed, "test_set": split,
+               "test_condition": condition}
+        rows += [{**run, **row} for row in dice_rows(pairs, maps)]
+        timings.append(_runtime_row(run, seconds))
+        example_arrays.update({f"{name}/{k}": v for k, v in examples_of(pairs, maps).items()})
+    write_csv(table, pd.DataFrame(rows))
+    save_pairs(examples, **example_arrays)
+    _write_runtime(runtime, timings, net)
+
+
+def evaluate_lung(method: str, model: PathLike | None, test: PathLike, table: PathLike,
+                  examples: PathLike, settings: dict[str, Any], seed: int, runtime: PathLike | None = None) -> None:
+    """mTRE in mm (before / after) and % folds per lung pair; every row names its method and seed.
+    ``runtime`` gets the seconds per pair."""
+    pairs = load_pairs(test)
+    net = load_network(method, model, 3, settings)
+    seconds: list[float] = []
+    maps = register_pairs(net, pairs["moving"], pairs["fixed"], seconds)
+    shape = pairs["moving"].shape[2:]
+    write_csv(table, pd.DataFrame([{"method": method, "seed": seed, **row} for row in lung_rows(pairs, maps)]))
+    middle = shape[0] // 2
+    example = examples_of(pairs, maps)
+    save_pairs(examples, **{k: v[middle] for k, v in example.items()})
+    _write_runtime(runtime, [_runtime_row({"method": method, "seed": seed}, seconds)], net)
+
+
+def lung_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor) -> list[dict[str, float]]:
+    """Per pair: mTRE in mm before and after, Dice and HD95 (mm) of the lung masks, % folds, SDlogJ."""
+    shape = pairs["moving"].shape[2:]
+    warped = warp(torch.from_numpy(pairs["moving_label"]), coordinate_maps).numpy()
+    rows = []
+    for i in range(len(coordinate_maps)):
+        fixed_points, moving_points = pairs["fixed_landmarks"][i], pairs["moving_landmarks"][i]
+        phi = grid_transform(coordinate_maps[i:i + 1])
+        spacing = np.broadcast_to(pairs["spacing"], (len(coordinate_maps), len(shape)))[i]
+        after = metrics.landmark_errors_mm(phi, fixed_points, moving_points, shape, shape, spacing)
+        before = metrics.unregistered_errors_mm(fixed_points, moving_points, spacing)
+        lung, mask = warped[i, 0] > 0.5, pairs["fixed_label"][i, 0] > 0.5
+        rows.append({"pair": i, "mtre_before_mm": float(before.mean()), "mtre_mm": float(after.mean()),
+                     "dice_lung": metrics.dice(lung, mask), "hd95_lung_mm": metrics.hd95(lung, mask, spacing),
+                     "folds_percent": metrics.fold_percentage(coordinate_maps[i:i + 1]),
+                     "sdlogj": metrics.sd_log_jacobian(coordinate_maps[i:i + 1])})
+    return rows
+
+
+def grid_transform(coordinate_map: torch.Tensor):
+    """The transform that interpolates a sampled coordinate map."""
+    from equireg.transforms import DisplacementTransform
+
+    identity = identity_map(coordinate_map.shape[2:], coordinate_map.device, coordinate_map.dtype)
+    return DisplacementTransform(coordinate_map - identity)

@@ -1,0 +1,95 @@
+"""The benchmark's data sets: generated retina pairs (or DRIVE), lung phantom pairs (or COPDGene)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from equireg.experiments.jobs import PathLike, save_pairs
+
+#: seeds of the generated data, independent of the training seeds
+DATA_SEEDS = {"train": 1, "test": 2, "real": 3, "sweep": 4, "val": 5}
+#: validation pairs per split when a preset does not say (learning curves, never the test pairs)
+VALIDATION_IMAGES, VALIDATION_LUNG_PAIRS = 2, 2
+#: the first generated mask index of each split, so train and test never share a vessel tree
+MASK_OFFSETS = {"train": 100_000, "test": 200_000, "val": 300_000}
+
+
+def retina_masks(split: str, settings: dict[str, Any], drive: PathLike | None = None) -> list[np.ndarray]:
+    """Full-resolution vessel masks of a split: generated (or DRIVE when configured) for
+    train/test, generated for "val" (DRIVE has no images to spare), the real scikit-image fundus
+    for "real"."""
+    from equireg.data import retina
+
+    if split == "real":
+        return [retina.skimage_retina_vessels()]
+    if split == "val":
+        return [retina.generate_vessel_mask(MASK_OFFSETS["val"] + i)
+                for i in range(settings.get("val_images", VALIDATION_IMAGES))]
+    count = settings["train_images"] if split == "train" else settings["test_images"]
+    if drive:
+        from equireg.data.loaders import drive_vessel_masks
+
+        masks = drive_vessel_masks(drive, "training")
+        # the paper's split of DRIVE's 20 training images: the first for testing, the next for training
+        test = masks[:settings["test_images"]]
+        train = masks[settings["test_images"]:settings["test_images"] + settings["train_images"]]
+        return train if split == "train" else test
+    return [retina.generate_vessel_mask(MASK_OFFSETS[split] + i) for i in range(count)]
+
+
+def build_retina_set(path: PathLike, split: str, condition: str, settings: dict[str, Any],
+                     drive: PathLike | None = None) -> None:
+    """One retina pair set: every mask and its vertical flip, ``warps_per_image`` warps each."""
+    from equireg.data.perturb import retina_dataset
+
+    # test pairs keep their exact maps for the endpoint error; training needs none
+    pairs = retina_dataset(retina_masks(split, settings, drive), condition, settings["warps_per_image"],
+                           seed=DATA_SEEDS[split], pool=settings["pool"], with_map=split != "train")
+    save_pairs(path, **pairs.arrays())
+
+
+def build_lung_set(path: PathLike, split: str, settings: dict[str, Any], copdgene: PathLike | None = None) -> None:
+    """Lung pairs preprocessed as CT (clamp, [0, 1], lung mask) at ``size``^3, with landmarks.
+
+    Generated phantom pairs (inhale moving, exhale fixed, exact landmarks) by default; with
+    ``copdgene`` the test split is DIR-Lab COPDGene cases 1..``pairs`` (expiration moving,
+    inspiration fixed, 300 landmarks each), resampled with their spacing kept for TRE in mm.
+    """
+    shape = (settings["size"],) * 3
+    if split == "test" and copdgene:
+        from equireg.data.loaders import load_dirlab_copdgene
+        from equireg.data.lung import prepare_lung_ct, resample_points
+
+        arrays: dict[str, list] = {key: [] for key in ("moving", "fixed", "moving_landmarks", "fixed_landmarks",
+                                                        "spacing")}
+        for case in range(1, min(settings["pairs"], 10) + 1):
+            pair = load_dirlab_copdgene(copdgene, case)
+            for side in ("moving", "fixed"):
+                image, spacing = prepare_lung_ct(getattr(pair, side), getattr(pair, f"{side}_mask"), pair.spacing,
+                                                 shape)
+                arrays[side].append(image[None])
+                arrays[f"{side}_landmarks"].append(
+                    resample_points(getattr(pair, f"{side}_landmarks"), getattr(pair, side).shape, shape))
+            arrays["spacing"].append(spacing)
+        stacked = {key: np.stack(value) for key, value in arrays.items()}
+        save_pairs(path, moving_label=(stacked["moving"] > 0).astype(np.float32),
+                   fixed_label=(stacked["fixed"] > 0).astype(np.float32), **stacked)
+        return
+    from equireg.data.lung import lung_pair, preprocess_ct
+
+    count = {"train": settings["train_pairs"], "val": settings.get("val_pairs", VALIDATION_LUNG_PAIRS)}.get(
+        split, settings["pairs"])
+    pairs = [lung_pair((DATA_SEEDS[split], k), shape=shape, landmarks=settings["landmarks"]) for k in range(count)]
+    save_pairs(
+        path,
+        moving=np.stack([preprocess_ct(p.moving, p.moving_mask) for p in pairs])[:, None].astype(np.float32),
+        fixed=np.stack([preprocess_ct(p.fixed, p.fixed_mask) for p in pairs])[:, None].astype(np.float32),
+        moving_label=np.stack([p.moving_mask for p in pairs])[:, None],
+        fixed_label=np.stack([p.fixed_mask for p in pairs])[:, None],
+        moving_landmarks=np.stack([p.moving_landmarks for p in pairs]),
+        fixed_landmarks=np.stack([p.fixed_landmarks for p in pairs]),
+        spacing=np.stack([np.asarray(p.spacing) for p in pairs]),
+        coordinates=np.stack([p.coordinates for p in pairs]).astype(np.float32),
+    )

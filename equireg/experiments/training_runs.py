@@ -1,0 +1,80 @@
+"""Training a method on a pair set, with its learning curve on held-out validation pairs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from equireg import devices, training
+from equireg.data.datasets import PairBatches
+from equireg.experiments.evaluation import dice_rows, lung_rows, register_pairs
+from equireg.experiments.jobs import PathLike, load_pairs, write_csv
+
+#: validation points per training run (its learning curve)
+VALIDATIONS_PER_RUN = 20
+
+
+def validation_scores(net, pairs: dict[str, np.ndarray]) -> dict[str, float]:
+    """What a training run logs on its validation pairs: mean Dice and (with exact maps) vessel
+    endpoint error for retina pairs; mean TRE in mm for lung pairs (they carry landmarks)."""
+    maps = register_pairs(net, pairs["moving"], pairs["fixed"])
+    if "fixed_landmarks" in pairs:
+        return {"val_mtre_mm": float(np.mean([row["mtre_mm"] for row in lung_rows(pairs, maps)]))}
+    rows = dice_rows(pairs, maps)
+    scores = {"val_dice": float(np.mean([row["dice"] for row in rows]))}
+    if "epe_vessels_px" in rows[0]:
+        scores["val_epe_vessels_px"] = float(np.mean([row["epe_vessels_px"] for row in rows]))
+    return scores
+
+
+def train_method(
+    data: PathLike,
+    model: PathLike,
+    checkpoints: PathLike,
+    method: str,
+    settings: dict[str, Any],
+    batch_size: int,
+    seed: int,
+    progress: bool = True,
+    validation: PathLike | None = None,
+    curve: PathLike | None = None,
+    run: dict[str, Any] | None = None,
+) -> None:
+    """Train ``method`` on a pair set and write its model file (resumes from ``checkpoints``).
+
+    With ``validation`` (a pair set never used for testing) the run is scored on it
+    ``VALIDATIONS_PER_RUN`` times, and ``curve`` gets those scores per step, each row led by the
+    identifying columns ``run`` (e.g. method, train condition, seed).
+    """
+    pairs = load_pairs(data)
+    dimension = pairs["moving"].ndim - 2
+    training.seed_everything(seed)
+    from equireg import methods
+
+    net = methods.build(method, dimension, **settings["options"])
+    device, precision = devices.resolve(settings.get("compute"))
+    stages = [training.Stage.from_config(stage) for stage in settings["stages"]]
+    # a checkpoint resumes only for the same data and settings
+    fingerprint = hashlib.sha256(Path(data).read_bytes() + json.dumps(
+        [method, settings["options"], batch_size], sort_keys=True).encode()).hexdigest()
+    total = sum(s.steps for s in stages)
+    validate = None
+    if validation is not None:
+        held_out = load_pairs(validation)
+        validate = lambda net: validation_scores(net, held_out)  # noqa: E731
+    rows = training.train(net, stages, PairBatches(pairs["moving"], pairs["fixed"], batch_size, seed), checkpoints,
+                          seed=seed, checkpoint_every=max(1, min(100, total // 10)), progress=progress,
+                          fingerprint=fingerprint, device=device, precision=precision, validate=validate,
+                          validate_every=max(1, total // VALIDATIONS_PER_RUN))
+    if curve is not None:
+        scored = [row for row in rows if any(key.startswith("val_") for key in row)]
+        columns = ["step", *[key for key in scored[0] if key.startswith("val_")]] if scored else ["step"]
+        write_csv(curve, pd.DataFrame([{**(run or {}), **{k: row[k] for k in columns}} for row in scored],
+                                       columns=[*(run or {}), *columns]))
+    training.save_model(model, net, method, dimension, settings["options"], list(pairs["moving"].shape[2:]),
+                        precision)
