@@ -54,6 +54,12 @@ for key, named in (
         )
 
 
+# Training jobs run first whenever their data exist: the long jobs then start early and the
+# short evaluations fill both cores at the end (in a default run the last GradICON training ran
+# alone for 10 minutes otherwise). Order only: no result depends on it.
+TRAINING_PRIORITY = 1
+
+
 def method_settings(method, section=None):
     """Builder options and training stages of a method (lung may override retina's)."""
     table = (section or {}).get("training", PRESET_CONFIG["training"])

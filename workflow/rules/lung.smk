@@ -31,6 +31,7 @@ rule train_lung:
     conda:
         ENV
     threads: 1
+    priority: TRAINING_PRIORITY
     resources:
         gpu=1,
     params:

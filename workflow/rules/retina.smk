@@ -33,6 +33,7 @@ rule train_retina:
     conda:
         ENV
     threads: 1
+    priority: TRAINING_PRIORITY
     resources:
         gpu=1,
     params:
