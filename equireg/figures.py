@@ -123,10 +123,18 @@ def learning_curves(directory: Path) -> plt.Figure:
         methods = sorted(set(data.method))
         data["method"] = data.method.map(display_name)
         data["train"] = data.train_condition.map(CONDITION_NAMES)
+        several = data.train.nunique() > 1  # lung has one condition: no line-style legend
         sns.lineplot(data=data, x="step", y=score, hue="method", hue_order=method_order(methods),
-                     palette=palette(methods), style="train", marker="o", markersize=3, ax=axis)
+                     palette=palette(methods), style="train" if several else None, marker="o", markersize=3,
+                     ax=axis)
         axis.set(xlabel="training step", title=experiment,
-                 ylabel="validation Dice" if score == "val_dice" else "validation mTRE (mm)")
+                 ylabel="validation Dice" if score == "val_dice" else "validation mTRE (mm, log scale)")
+        if score == "val_mtre_mm":  # an untrained 3-D CARL starts tens of mm off; the end is what matters
+            axis.set_yscale("log")
+            axis.set_yticks([t for t in (0.5, 1, 2, 5, 10, 20, 50, 100, 200) if
+                             data[score].min() / 2 <= t <= data[score].max() * 2])
+            axis.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            axis.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     return figure
 

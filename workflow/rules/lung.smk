@@ -28,10 +28,10 @@ rule train_lung:
         f"{RESULTS}/logs/train_lung/{{method}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_lung/{{method}}_seed{{seed}}.tsv"
+    priority: TRAINING_PRIORITY
     conda:
         ENV
     threads: 1
-    priority: TRAINING_PRIORITY
     resources:
         gpu=1,
     params:

@@ -30,10 +30,10 @@ rule train_retina:
         f"{RESULTS}/logs/train_retina/{{method}}_{{condition}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_retina/{{method}}_{{condition}}_seed{{seed}}.tsv"
+    priority: TRAINING_PRIORITY
     conda:
         ENV
     threads: 1
-    priority: TRAINING_PRIORITY
     resources:
         gpu=1,
     params:
