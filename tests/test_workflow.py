@@ -28,6 +28,33 @@ def test_every_preset_plans(preset):
         assert job in result.stdout
 
 
+def _planned_priorities(stdout):
+    """{(rule, wildcards): priority} of the jobs in a dry run's plan."""
+    jobs = {}
+    for block in re.split(r"\n(?=rule \w+:)", stdout):
+        rule = re.match(r"rule (\w+):", block)
+        priority = re.search(r"^\s+priority: (\d+)", block, re.M)
+        if rule and priority:
+            wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+            jobs[rule.group(1), wildcards.group(1) if wildcards else ""] = int(priority.group(1))
+    return jobs
+
+
+def test_default_plan_runs_data_first_then_the_longest_training():
+    result = _snakemake("-n", "--forceall", "--cores", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = _planned_priorities(result.stdout)
+    data = [p for (rule, _), p in jobs.items() if rule.endswith("_data")]
+    training = {w: p for (rule, w), p in jobs.items() if rule.startswith("train_")}
+    assert len(data) >= 10 and len(training) >= 10
+    assert min(data) > max(training.values()) > min(training.values()) > 1
+    # 80 3-D CARL steps outweigh 300 3-D VoxelMorph steps; 4500 cheap 2-D VoxelMorph steps rank
+    # below 1500 GradICON steps
+    assert training["method=carl, seed=0"] > training["method=voxelmorph, seed=0"]
+    assert (training["method=gradicon, condition=shift, seed=0"]
+            > training["method=voxelmorph, condition=shift, seed=0"])
+
+
 def test_lint_and_format():
     lint = _snakemake("--lint")
     assert lint.returncode == 0, lint.stdout + lint.stderr

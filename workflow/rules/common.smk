@@ -54,10 +54,34 @@ for key, named in (
         )
 
 
-# Training jobs run first whenever their data exist: the long jobs then start early and the
-# short evaluations fill both cores at the end (in a default run the last GradICON training ran
-# alone for 10 minutes otherwise). Order only: no result depends on it.
-TRAINING_PRIORITY = 1
+# Job order (no result depends on it). Data sets come first: every training job waits for its
+# train and validation sets, and in one default run a validation set generated late held three
+# shifted-pair trainings back until the last GradICON ran alone for ten minutes. Training jobs
+# come next, longest first, so that the short evaluations fill both cores at the end.
+DATA_PRIORITY = 1_000_000
+# Rough seconds per training step on one CPU core at the default preset's sizes (its per-rule
+# benchmarks, bf16 where used); for ordering only. A method not listed (a plugin) counts 1 s.
+STEP_SECONDS = {
+    "retina": {
+        "carl": 0.6,
+        "transformer_only": 0.4,
+        "gradicon": 0.65,
+        "voxelmorph": 0.06,
+        "unet_only": 0.1,
+    },
+    "lung": {"carl": 7.0, "gradicon": 4.1, "voxelmorph": 0.6},
+}
+
+
+def training_priority(experiment, settings):
+    """Priority of a training job: 1 + its estimated seconds (below DATA_PRIORITY)."""
+
+    def priority(wildcards):
+        step = STEP_SECONDS[experiment].get(wildcards.method, 1.0)
+        steps = sum(s["steps"] for s in settings(wildcards.method)["stages"])
+        return 1 + min(int(step * steps), DATA_PRIORITY - 2)
+
+    return priority
 
 
 def method_settings(method, section=None):

@@ -8,6 +8,7 @@ rule lung_data:
         f"{RESULTS}/logs/lung_data/{{split}}.log",
     wildcard_constraints:
         split="train|val|test",
+    priority: DATA_PRIORITY
     conda:
         ENV
     params:
@@ -28,7 +29,7 @@ rule train_lung:
         f"{RESULTS}/logs/train_lung/{{method}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_lung/{{method}}_seed{{seed}}.tsv"
-    priority: TRAINING_PRIORITY
+    priority: training_priority("lung", lambda m: method_settings(m, LUNG))
     conda:
         ENV
     threads: 1

@@ -10,6 +10,7 @@ rule retina_data:
     wildcard_constraints:
         split="train|val|test|real",
         condition="none|shift|shift_scale",
+    priority: DATA_PRIORITY
     conda:
         ENV
     params:
@@ -30,7 +31,7 @@ rule train_retina:
         f"{RESULTS}/logs/train_retina/{{method}}_{{condition}}_seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_retina/{{method}}_{{condition}}_seed{{seed}}.tsv"
-    priority: TRAINING_PRIORITY
+    priority: training_priority("retina", method_settings)
     conda:
         ENV
     threads: 1
