@@ -12,8 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from equireg.transforms import (Transform, coordinates_to_voxels, jacobian_determinant, voxel_scale,
-                                voxels_to_coordinates)
+from equireg.transforms import Transform, jacobian_determinant, map_points, voxel_scale
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -79,27 +78,21 @@ def landmark_errors_mm(
     order. Each fixed landmark is mapped by ``transform`` (fixed -> moving coordinates) and
     compared with its moving counterpart; the difference is scaled by the moving spacing.
     """
-    fixed = torch.as_tensor(_numpy(fixed_points), dtype=torch.float64)
-    moving = _numpy(moving_points).astype(np.float64)
-    if fixed.shape != moving.shape or fixed.dim() != 2 or fixed.shape[1] != len(fixed_shape):
+    fixed, moving = _numpy(fixed_points), _numpy(moving_points)
+    if fixed.shape != moving.shape or fixed.ndim != 2 or fixed.shape[1] != len(fixed_shape):
         raise ValueError(f"landmarks must be two [K, {len(fixed_shape)}] arrays, got "
-                         f"{tuple(fixed.shape)} and {moving.shape}")
-    for name, points, shape in (("fixed", fixed.numpy(), fixed_shape), ("moving", moving, moving_shape)):
-        outside = (points < 0) | (points > np.asarray(shape) - 1)
-        if outside.any():
-            raise ValueError(f"{int(outside.any(1).sum())} {name} landmarks lie outside the image {tuple(shape)}")
-    # Evaluate the transform on a [1, D, K, 1, ...] "grid" of landmark positions.
-    query = voxels_to_coordinates(fixed.T[None].float(), fixed_shape)
-    query = query.reshape(1, len(fixed_shape), -1, *[1] * (len(fixed_shape) - 1))
-    with torch.no_grad():
-        mapped = transform(query).reshape(1, len(fixed_shape), -1)
-    mapped_voxels = coordinates_to_voxels(mapped.double(), moving_shape)[0].T.numpy()
-    return np.linalg.norm((mapped_voxels - moving) * np.asarray(moving_spacing), axis=1)
+                         f"{fixed.shape} and {moving.shape}")
+    outside = (moving < 0) | (moving > np.asarray(moving_shape) - 1)
+    if outside.any():
+        raise ValueError(f"{int(outside.any(1).sum())} moving landmarks lie outside the image {tuple(moving_shape)}")
+    mapped = map_points(transform, fixed[None], fixed_shape, moving_shape)[0]
+    return point_errors_mm(mapped, moving, moving_spacing)
 
 
-def unregistered_errors_mm(fixed_points: ArrayLike, moving_points: ArrayLike, spacing: Sequence[float]) -> np.ndarray:
-    """TRE per landmark in mm before registration (identity transform, same grid)."""
-    difference = _numpy(fixed_points).astype(np.float64) - _numpy(moving_points).astype(np.float64)
+def point_errors_mm(points: ArrayLike, targets: ArrayLike, spacing: Sequence[float]) -> np.ndarray:
+    """Distance in mm between corresponding ``[K, D]`` voxel positions on one grid of ``spacing``
+    (before registration: the fixed landmarks against the moving ones)."""
+    difference = _numpy(points).astype(np.float64) - _numpy(targets).astype(np.float64)
     return np.linalg.norm(difference * np.asarray(spacing), axis=1)
 
 

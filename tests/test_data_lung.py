@@ -6,7 +6,7 @@ import torch
 
 from equireg.data.lung import (lung_pair, lung_phantom, prepare_lung_ct, preprocess_ct, resample,
                                resample_points, resampled_spacing)
-from equireg.metrics import landmark_errors_mm, unregistered_errors_mm
+from equireg.metrics import landmark_errors_mm, point_errors_mm
 from equireg.transforms import Transform, identity_map, jacobian_determinant, sample, warp
 
 SHAPE = (32, 32, 32)
@@ -46,7 +46,7 @@ def test_same_seed_same_bytes(pair):
 
 def test_tre_of_the_true_transform_is_zero(pair):
     spacing = pair.spacing
-    before = unregistered_errors_mm(pair.fixed_landmarks, pair.moving_landmarks, spacing)
+    before = point_errors_mm(pair.fixed_landmarks, pair.moving_landmarks, spacing)
     exact = landmark_errors_mm(map_transform(pair.coordinates), pair.fixed_landmarks, pair.moving_landmarks,
                                SHAPE, SHAPE, spacing)
     inverse = landmark_errors_mm(map_transform(pair.inverse_coordinates), pair.moving_landmarks,
@@ -98,8 +98,8 @@ def test_resampling_keeps_physical_distances():
     points = rng.uniform(0, 1, (10, 3)) * (np.array(old_shape) - 1)
     other = rng.uniform(0, 1, (10, 3)) * (np.array(old_shape) - 1)
     new_spacing = resampled_spacing(spacing, old_shape, new_shape)
-    before = unregistered_errors_mm(points, other, spacing)
-    after = unregistered_errors_mm(resample_points(points, old_shape, new_shape),
+    before = point_errors_mm(points, other, spacing)
+    after = point_errors_mm(resample_points(points, old_shape, new_shape),
                                    resample_points(other, old_shape, new_shape), new_spacing)
     np.testing.assert_allclose(after, before)
     # A linear ramp is reproduced exactly at the new grid (end voxels stay in place).

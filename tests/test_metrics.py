@@ -32,7 +32,7 @@ def test_tre_of_known_shift_is_shift_times_spacing():
     fixed = rng.uniform(5, 15, size=(50, 3))
     moving = fixed + np.array([1.0, 2.0, -2.0])
     expected = np.linalg.norm(np.array([1.0, 2.0, -2.0]) * spacing)
-    np.testing.assert_allclose(metrics.unregistered_errors_mm(fixed, moving, spacing), expected)
+    np.testing.assert_allclose(metrics.point_errors_mm(fixed, moving, spacing), expected)
     # The exact transform gives zero error; the identity gives the shift.
     offset = voxels_to_coordinates(torch.tensor([1.0, 2.0, -2.0])[None, :, None, None, None], shape)
     exact = translation(offset.flatten())
@@ -40,6 +40,27 @@ def test_tre_of_known_shift_is_shift_times_spacing():
     identity = translation([0.0, 0.0, 0.0])
     np.testing.assert_allclose(metrics.landmark_errors_mm(identity, fixed, moving, shape, shape, spacing),
                                expected, atol=1e-4)
+
+
+def test_points_are_mapped_by_the_transform_itself_per_pair_of_a_batch():
+    from equireg.transforms import DisplacementTransform, Transform, map_points
+
+    shape = (12, 16)
+    amplitude = torch.tensor([0.03, -0.05]).reshape(2, 1, 1, 1)  # a different warp per pair
+
+    def wave(x):  # smooth, non-linear: linear interpolation of its sampled map is not exact
+        return x + amplitude * torch.sin(2 * np.pi * x.flip(1))
+
+    points = np.random.default_rng(1).uniform(0, 11, size=(2, 30, 2))
+    coordinates = points / (np.array(shape) - 1)
+    expected = (coordinates + amplitude.numpy().reshape(2, 1, 1) * np.sin(2 * np.pi * coordinates[..., ::-1]))
+    expected *= np.array(shape) - 1
+    mapped = map_points(Transform(wave), points, shape, shape)
+    # float32 coordinates times at most 15 voxels per unit
+    np.testing.assert_allclose(mapped, expected, atol=1e-5)
+    # what sampling the map on the grid and interpolating it would have given instead
+    sampled = DisplacementTransform(Transform(wave).field(shape) - identity_map(shape))
+    assert np.abs(map_points(sampled, points, shape, shape) - expected).max() > 1e-2
 
 
 def test_landmarks_outside_the_image_are_rejected():

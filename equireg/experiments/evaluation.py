@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -14,7 +14,7 @@ import torch
 from equireg import devices, metrics, training
 from equireg.experiments.jobs import PathLike, load_pairs, save_pairs, write_csv
 from equireg.files import write_text
-from equireg.transforms import identity_map, warp
+from equireg.transforms import Transform, map_points, warp
 
 #: vessel maps are soft after average pooling; a voxel counts as vessel above this (carl.md §7)
 DICE_THRESHOLD = 0.3
@@ -30,20 +30,51 @@ def load_network(method: str, model: PathLike | None, dimension: int, settings: 
     return net
 
 
+def registrations(net, moving: np.ndarray, fixed: np.ndarray,
+                  seconds: list[float] | None = None) -> Iterator[tuple[slice, Transform]]:
+    """Each batch of pairs (its slice) with the transform registering its moving images to its
+    fixed ones. With ``seconds``, each pair's share of its batch's wall time is appended: from
+    loading the batch until the next is asked for, so it includes what the caller computes from
+    the transform (and waits for the device when that work copies its result to the CPU)."""
+    device = devices.of(net)
+    for start in range(0, len(moving), EVALUATION_BATCH):
+        began = time.perf_counter()
+        batch = slice(start, min(start + EVALUATION_BATCH, len(moving)))
+        a, b = (torch.from_numpy(images[batch]).to(device) for images in (moving, fixed))
+        with torch.no_grad():
+            transform = net(a, b)
+        yield batch, transform
+        if seconds is not None:
+            seconds += [(time.perf_counter() - began) / len(a)] * len(a)
+
+
+def _sampled_map(transform: Transform, batch: slice, shape: Sequence[int]) -> torch.Tensor:
+    """``transform`` sampled on the voxel grid as ``[batch size, D, *shape]`` on the CPU."""
+    field = transform.field(shape)
+    return field.expand(batch.stop - batch.start, *field.shape[1:]).cpu()
+
+
 def register_pairs(net, moving: np.ndarray, fixed: np.ndarray,
                    seconds: list[float] | None = None) -> torch.Tensor:
     """Coordinate maps ``phi`` (``[N, D, *S]``) registering each moving to its fixed image; with
-    ``seconds``, each pair's share of the wall time of its batch is appended to it."""
-    maps, device = [], devices.of(net)
+    ``seconds``, each pair's seconds (see :func:`registrations`)."""
     with torch.no_grad():
-        for start in range(0, len(moving), EVALUATION_BATCH):
-            began = time.perf_counter()
-            a = torch.from_numpy(moving[start:start + EVALUATION_BATCH]).to(device)
-            b = torch.from_numpy(fixed[start:start + EVALUATION_BATCH]).to(device)
-            maps.append(net(a, b).field(a.shape[2:]).expand(len(a), *[-1] * (a.dim() - 1)).cpu())
-            if seconds is not None:  # .cpu() above waits for the device, so this is the work's time
-                seconds += [(time.perf_counter() - began) / len(a)] * len(a)
-    return torch.cat(maps)
+        return torch.cat([_sampled_map(transform, batch, moving.shape[2:])
+                          for batch, transform in registrations(net, moving, fixed, seconds)])
+
+
+def register_lung_pairs(net, pairs: dict[str, np.ndarray],
+                        seconds: list[float] | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """Coordinate maps as :func:`register_pairs`, and each fixed landmark mapped by the network's
+    transform itself (``[N, K, D]`` voxel positions in the moving image): TRE is not limited by
+    the sampling of the map on the grid."""
+    shape = pairs["moving"].shape[2:]
+    maps, mapped = [], []
+    with torch.no_grad():
+        for batch, transform in registrations(net, pairs["moving"], pairs["fixed"], seconds):
+            maps.append(_sampled_map(transform, batch, shape))
+            mapped.append(map_points(transform, pairs["fixed_landmarks"][batch], shape, shape, devices.of(net)))
+    return torch.cat(maps), np.concatenate(mapped)
 
 
 def dice_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor) -> list[dict[str, float]]:
@@ -127,37 +158,32 @@ def evaluate_lung(method: str, model: PathLike | None, test: PathLike, table: Pa
     pairs = load_pairs(test)
     net = load_network(method, model, 3, settings)
     seconds: list[float] = []
-    maps = register_pairs(net, pairs["moving"], pairs["fixed"], seconds)
+    maps, mapped = register_lung_pairs(net, pairs, seconds)
     shape = pairs["moving"].shape[2:]
-    write_csv(table, pd.DataFrame([{"method": method, "seed": seed, **row} for row in lung_rows(pairs, maps)]))
+    rows = lung_rows(pairs, maps, mapped)
+    write_csv(table, pd.DataFrame([{"method": method, "seed": seed, **row} for row in rows]))
     middle = shape[0] // 2
     example = examples_of(pairs, maps)
     save_pairs(examples, **{k: v[middle] for k, v in example.items()})
     _write_runtime(runtime, [_runtime_row({"method": method, "seed": seed}, seconds)], net)
 
 
-def lung_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor) -> list[dict[str, float]]:
-    """Per pair: mTRE in mm before and after, Dice and HD95 (mm) of the lung masks, % folds, SDlogJ."""
+def lung_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor,
+              mapped_landmarks: np.ndarray) -> list[dict[str, float]]:
+    """Per pair: mTRE in mm before and after (``mapped_landmarks``: the fixed landmarks mapped into
+    the moving image, see :func:`register_lung_pairs`), Dice and HD95 (mm) of the lung masks,
+    % folds, SDlogJ."""
     shape = pairs["moving"].shape[2:]
     warped = warp(torch.from_numpy(pairs["moving_label"]), coordinate_maps).numpy()
     rows = []
     for i in range(len(coordinate_maps)):
         fixed_points, moving_points = pairs["fixed_landmarks"][i], pairs["moving_landmarks"][i]
-        phi = grid_transform(coordinate_maps[i:i + 1])
         spacing = np.broadcast_to(pairs["spacing"], (len(coordinate_maps), len(shape)))[i]
-        after = metrics.landmark_errors_mm(phi, fixed_points, moving_points, shape, shape, spacing)
-        before = metrics.unregistered_errors_mm(fixed_points, moving_points, spacing)
+        after = metrics.point_errors_mm(mapped_landmarks[i], moving_points, spacing)
+        before = metrics.point_errors_mm(fixed_points, moving_points, spacing)
         lung, mask = warped[i, 0] > 0.5, pairs["fixed_label"][i, 0] > 0.5
         rows.append({"pair": i, "mtre_before_mm": float(before.mean()), "mtre_mm": float(after.mean()),
                      "dice_lung": metrics.dice(lung, mask), "hd95_lung_mm": metrics.hd95(lung, mask, spacing),
                      "folds_percent": metrics.fold_percentage(coordinate_maps[i:i + 1]),
                      "sdlogj": metrics.sd_log_jacobian(coordinate_maps[i:i + 1])})
     return rows
-
-
-def grid_transform(coordinate_map: torch.Tensor):
-    """The transform that interpolates a sampled coordinate map."""
-    from equireg.transforms import DisplacementTransform
-
-    identity = identity_map(coordinate_map.shape[2:], coordinate_map.device, coordinate_map.dtype)
-    return DisplacementTransform(coordinate_map - identity)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from equireg import devices, training
 from equireg.data.datasets import PairBatches
-from equireg.experiments.evaluation import dice_rows, lung_rows, register_pairs
+from equireg.experiments.evaluation import dice_rows, lung_rows, register_lung_pairs, register_pairs
 from equireg.experiments.jobs import PathLike, load_pairs, write_csv
 
 #: validation points per training run (its learning curve)
@@ -22,9 +22,10 @@ VALIDATIONS_PER_RUN = 20
 def validation_scores(net, pairs: dict[str, np.ndarray]) -> dict[str, float]:
     """What a training run logs on its validation pairs: mean Dice and (with exact maps) vessel
     endpoint error for retina pairs; mean TRE in mm for lung pairs (they carry landmarks)."""
-    maps = register_pairs(net, pairs["moving"], pairs["fixed"])
     if "fixed_landmarks" in pairs:
-        return {"val_mtre_mm": float(np.mean([row["mtre_mm"] for row in lung_rows(pairs, maps)]))}
+        rows = lung_rows(pairs, *register_lung_pairs(net, pairs))
+        return {"val_mtre_mm": float(np.mean([row["mtre_mm"] for row in rows]))}
+    maps = register_pairs(net, pairs["moving"], pairs["fixed"])
     rows = dice_rows(pairs, maps)
     scores = {"val_dice": float(np.mean([row["dice"] for row in rows]))}
     if "epe_vessels_px" in rows[0]:
