@@ -3,7 +3,7 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
-from equireg import methods
+from equireg import methods, summary
 
 PRESET = config["preset"]
 if PRESET not in config["presets"]:
@@ -174,9 +174,9 @@ def retina_methods():
     return list(dict.fromkeys(RETINA["methods"] + RETINA["ablations"]))
 
 
+# the leaderboards first: the report's landing page shows them (equireg.summary)
 TABLES = [
-    "leaderboard_retina",
-    "leaderboard_lung",
+    *summary.LEADERBOARDS,
     "retina",
     "retina_pairs",
     "learning_curves",

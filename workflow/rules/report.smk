@@ -98,7 +98,7 @@ rule summary:
         claims=rules.claims.output.csv,
         leaderboards=expand(
             f"{RESULTS}/tables/{{name}}.csv",
-            name=["leaderboard_retina", "leaderboard_lung"],
+            name=list(summary.LEADERBOARDS),
         ),
     output:
         f"{RESULTS}/summary.html",
