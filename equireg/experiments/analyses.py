@@ -12,28 +12,23 @@ import torch
 from equireg import devices
 from equireg.experiments.evaluation import dice_rows, load_network, register_pairs
 from equireg.experiments.jobs import PathLike, load_pairs, write_csv, write_json
-from equireg.experiments.pairs import DATA_SEEDS, retina_masks
 
 #: pooling factor of Xi in CARL's trees: equivariance is measured on sizes 1 + a multiple of it
 EQUIVARIANCE_STRIDE = 4
 
 
-def shift_sweep(method: str, model: PathLike | None, table: PathLike, settings: dict[str, Any],
-                sweep: dict[str, Any], retina: dict[str, Any]) -> None:
-    """Dice against the vertical shift of the fixed image, on warped test masks."""
-    from equireg.data.perturb import PairSet, shift_sweep_pairs
-
+def shift_sweep(method: str, model: PathLike | None, pairs: PathLike, table: PathLike,
+                settings: dict[str, Any]) -> None:
+    """Dice against the vertical shift of the fixed image, on the sweep's pairs
+    (:func:`~equireg.experiments.pairs.build_sweep_set`), one warped mask at a time."""
     net = load_network(method, model, 2, settings)
-    masks = retina_masks("test", retina)
+    data = load_pairs(pairs)
     rows = []
-    for k in range(sweep["pairs"]):
-        mask = masks[k % len(masks)]
-        pairs = shift_sweep_pairs(mask, [(s, 0) for s in sweep["shifts"]], seed=(DATA_SEEDS["sweep"], k),
-                                  pool=retina["pool"], with_map=False)
-        stacked = PairSet.stack(pairs).arrays()
-        maps = register_pairs(net, stacked["moving"], stacked["fixed"])
-        for shift, row in zip(sweep["shifts"], dice_rows(stacked, maps)):
-            rows.append({"method": method, "shift_px": shift / retina["pool"], "pair": k,
+    for k in np.unique(data["pair"]):
+        one = {name: value[data["pair"] == k] for name, value in data.items()}
+        maps = register_pairs(net, one["moving"], one["fixed"])
+        for shift, row in zip(one["shift_px"], dice_rows(one, maps)):
+            rows.append({"method": method, "shift_px": float(shift), "pair": int(k),
                          "dice_before": row["dice_before"], "dice": row["dice"]})
     write_csv(table, pd.DataFrame(rows))
 

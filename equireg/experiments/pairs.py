@@ -50,6 +50,24 @@ def build_retina_set(path: PathLike, split: str, condition: str, settings: dict[
     save_pairs(path, **pairs.arrays())
 
 
+def build_sweep_set(path: PathLike, sweep: dict[str, Any], retina: dict[str, Any]) -> None:
+    """The shift sweep's pairs, built once for every method: ``sweep["pairs"]`` warped test masks,
+    each with the fixed image shifted vertically by every one of ``sweep["shifts"]`` (full-resolution
+    rows); ``pair`` and ``shift_px`` (pixels at network resolution) say which pair is which."""
+    from equireg.data.perturb import PairSet, shift_sweep_pairs
+
+    masks = retina_masks("test", retina)
+    arrays: dict[str, list[np.ndarray]] = {}
+    for k in range(sweep["pairs"]):
+        pairs = shift_sweep_pairs(masks[k % len(masks)], [(s, 0) for s in sweep["shifts"]],
+                                  seed=(DATA_SEEDS["sweep"], k), pool=retina["pool"], with_map=False)
+        stacked = {**PairSet.stack(pairs).arrays(), "pair": np.full(len(pairs), k),
+                   "shift_px": np.asarray(sweep["shifts"], dtype=np.float64) / retina["pool"]}
+        for name, value in stacked.items():
+            arrays.setdefault(name, []).append(value)
+    save_pairs(path, **{name: np.concatenate(values) for name, values in arrays.items()})
+
+
 def build_lung_set(path: PathLike, split: str, settings: dict[str, Any], copdgene: PathLike | None = None) -> None:
     """Lung pairs preprocessed as CT (clamp, [0, 1], lung mask) at ``size``^3, with landmarks.
 

@@ -1,9 +1,25 @@
 # Beyond the Dice table: capture radius (shift sweep), equivariance error, loss landscape, 1-D toy.
 
 
+rule sweep_data:
+    output:
+        f"{RESULTS}/data/retina/sweep.npz",
+    log:
+        f"{RESULTS}/logs/sweep_data.log",
+    priority: DATA_PRIORITY
+    conda:
+        ENV
+    params:
+        sweep=PRESET_CONFIG["shift_sweep"],
+        retina=RETINA,
+    script:
+        "../scripts/sweep_data.py"
+
+
 rule shift_sweep:
     input:
         model=sweep_model,
+        pairs=rules.sweep_data.output[0],
     output:
         f"{RESULTS}/shift_sweep/{{method}}.csv",
     log:
@@ -13,8 +29,6 @@ rule shift_sweep:
     threads: 1
     params:
         settings=lambda wc: method_settings(wc.method),
-        sweep=PRESET_CONFIG["shift_sweep"],
-        retina=RETINA,
     script:
         "../scripts/shift_sweep.py"
 

@@ -6,8 +6,7 @@ experiments.setup_job(snakemake.log, snakemake.threads)
 experiments.shift_sweep(
     snakemake.wildcards.method,
     snakemake.input.model or None,
+    snakemake.input.pairs,
     snakemake.output[0],
     settings=snakemake.params.settings,
-    sweep=snakemake.params.sweep,
-    retina=snakemake.params.retina,
 )
