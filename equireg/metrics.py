@@ -82,11 +82,10 @@ def landmark_errors_mm(
     if fixed.shape != moving.shape or fixed.ndim != 2 or fixed.shape[1] != len(fixed_shape):
         raise ValueError(f"landmarks must be two [K, {len(fixed_shape)}] arrays, got "
                          f"{fixed.shape} and {moving.shape}")
-    for name, points, shape in (("fixed", fixed, fixed_shape), ("moving", moving, moving_shape)):
-        outside = (points < 0) | (points > np.asarray(shape) - 1)
-        if outside.any():
-            raise ValueError(f"{int(outside.any(1).sum())} {name} landmarks lie outside the image {tuple(shape)}")
-    mapped = map_points(transform, fixed[None], fixed_shape, moving_shape)[0]
+    outside = (moving < 0) | (moving > np.asarray(moving_shape) - 1)
+    if outside.any():
+        raise ValueError(f"{int(outside.any(1).sum())} moving landmarks lie outside the image {tuple(moving_shape)}")
+    mapped = map_points(transform, fixed[None], fixed_shape, moving_shape, what="fixed landmarks")[0]
     return point_errors_mm(mapped, moving, moving_spacing)
 
 

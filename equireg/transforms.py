@@ -161,18 +161,19 @@ def voxels_to_coordinates(voxels: torch.Tensor, shape: Sequence[int]) -> torch.T
 
 
 def map_points(transform: Transform, points: np.ndarray, fixed_shape: Sequence[int],
-               moving_shape: Sequence[int], device: torch.device | None = None) -> np.ndarray:
+               moving_shape: Sequence[int], device: torch.device | None = None,
+               what: str = "points") -> np.ndarray:
     """Points of the fixed image mapped by ``transform`` into the moving one, both as zero-based
     voxel indices in array-axis order, ``[B, K, D]`` for a transform of a batch of ``B`` pairs
     (evaluated at the points themselves, not interpolated from a sampled map). ``device``: where
-    the transform's tensors live."""
+    the transform's tensors live; ``what``: the points' name in errors."""
     points = np.asarray(points, dtype=np.float64)
     dimension = len(fixed_shape)
     if points.ndim != 3 or points.shape[2] != dimension:
-        raise ValueError(f"points must be [B, K, {dimension}] voxel indices, got {points.shape}")
+        raise ValueError(f"{what} must be [B, K, {dimension}] voxel indices, got {points.shape}")
     outside = (points < 0) | (points > np.asarray(fixed_shape) - 1)
     if outside.any():
-        raise ValueError(f"{int(outside.any(2).sum())} points lie outside the image {tuple(fixed_shape)}")
+        raise ValueError(f"{int(outside.any(2).sum())} {what} lie outside the image {tuple(fixed_shape)}")
     batch, count = points.shape[:2]
     # a [B, D, K, 1, ...] "grid" of the points
     query = voxels_to_coordinates(torch.from_numpy(points).permute(0, 2, 1).float(), fixed_shape)

@@ -68,12 +68,13 @@ def register_lung_pairs(net, pairs: dict[str, np.ndarray],
     """Coordinate maps as :func:`register_pairs`, and each fixed landmark mapped by the network's
     transform itself (``[N, K, D]`` voxel positions in the moving image): TRE is not limited by
     the sampling of the map on the grid."""
-    shape = pairs["moving"].shape[2:]
+    shape, device = pairs["moving"].shape[2:], devices.of(net)
     maps, mapped = [], []
     with torch.no_grad():
         for batch, transform in registrations(net, pairs["moving"], pairs["fixed"], seconds):
             maps.append(_sampled_map(transform, batch, shape))
-            mapped.append(map_points(transform, pairs["fixed_landmarks"][batch], shape, shape, devices.of(net)))
+            mapped.append(map_points(transform, pairs["fixed_landmarks"][batch], shape, shape, device,
+                                     what="fixed landmarks"))
     return torch.cat(maps), np.concatenate(mapped)
 
 
