@@ -25,7 +25,8 @@ def shift_sweep(method: str, model: PathLike | None, pairs: PathLike, table: Pat
     data = load_pairs(pairs)
     rows = []
     for k in np.unique(data["pair"]):
-        one = {name: value[data["pair"] == k] for name, value in data.items()}
+        chosen = data["pair"] == k
+        one = {name: value[chosen] for name, value in data.items()}
         maps = register_pairs(net, one["moving"], one["fixed"])
         for shift, row in zip(one["shift_px"], dice_rows(one, maps)):
             rows.append({"method": method, "shift_px": float(shift), "pair": int(k),

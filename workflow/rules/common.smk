@@ -56,7 +56,7 @@ for key, named in (
 
 # Job order (no result depends on it). Data sets come first: every training job waits for its
 # train and validation sets, and in one default run a validation set generated late held three
-# shifted-pair trainings back until the last GradICON ran alone for ten minutes. Training jobs
+# shifted-pair trainings back until the last GradICON ran alone for eight minutes. Training jobs
 # come next, longest first, so that the short evaluations fill both cores at the end.
 DATA_PRIORITY = 1_000_000
 # Rough seconds per training step on one CPU core at the default preset's sizes (its per-rule
