@@ -229,7 +229,7 @@ def _write(registration: Registration, out: Path) -> dict[str, str]:
 
 def register(args: argparse.Namespace) -> dict[str, Any]:
     """Register ``--moving`` to ``--fixed``; write the warped image, the displacement field (NIfTI,
-    float32, intent 1006) and the ITK transform (``transform.h5``) to ``--out``."""
+    float32, read back exactly by ITK) and the ITK transform (``transform.h5``) to ``--out``."""
     _check_out(args)
     registration = _register_pair(args)
     return {**registration.summary, "outputs": _write(registration, Path(args.out))}

@@ -294,45 +294,64 @@ def test_outputs_nifti_field_and_a_transform_that_reproduces_the_warped_image(tm
     # the moving image on another grid (origin, size): resampled in physical space
     moving = _image(tmp_path / "moving.nii.gz", _blob(shape, moving_centre) + 0.5 * _blob(shape, [c - 4 for c in
                     moving_centre]), spacing, (11.0, -4.0, 3.5)[:dimension])
-    assert _register(tmp_path, tmp_path / "moving.nii.gz", tmp_path / "fixed.nii.gz") == 0
+    network_shape = ["32", "30"] if dimension == 2 else ["16", "16", "14"]  # not the fixed grid
+    assert _register(tmp_path, tmp_path / "moving.nii.gz", tmp_path / "fixed.nii.gz", "--shape", *network_shape) == 0
     summary = json.loads(capsys.readouterr().out)
+    assert summary["resampled"]
     outputs = summary["outputs"]
-    assert _nifti_header(outputs["displacement"]) == (1006, 16)  # NIFTI_INTENT_DISPVECT, float32
-    from equireg.data.io import read_displacement
-
-    field = read_displacement(outputs["displacement"])
-    if dimension == 3:  # SimpleITK alone reads 3-D fields right (2-D ones: see read_displacement)
-        np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(outputs["displacement"])),
-                                      sitk.GetArrayFromImage(field))
+    # 3-D: NIFTI_INTENT_DISPVECT; 2-D: a vector as ITK writes one (ITK misreads 2-D DISPVECT); float32
+    assert _nifti_header(outputs["displacement"]) == (1006 if dimension == 3 else 1007, 16)
+    field = sitk.ReadImage(outputs["displacement"])  # what SimpleITK, Slicer and ANTs see
     assert field.GetDimension() == dimension and field.GetNumberOfComponentsPerPixel() == dimension
     assert field.GetPixelID() == sitk.sitkVectorFloat32
     for a, b in zip((field.GetOrigin(), field.GetSpacing(), field.GetSize()),
                     (fixed.GetOrigin(), fixed.GetSpacing(), fixed.GetSize())):
         np.testing.assert_allclose(a, b)
-    # on disk the vectors follow NIfTI's RAS convention: x and y of ITK's LPS negated
+    from equireg.data.io import read_displacement
+
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read_displacement(outputs["displacement"])),
+                                  sitk.GetArrayFromImage(field))
+    # on disk: 3-D vectors follow NIfTI's RAS convention (x and y of ITK's LPS negated), 2-D ones ITK's LPS
     with gzip.open(outputs["displacement"], "rb") as stream:
         raw = stream.read()
     offset = int(struct.unpack("<f", raw[108:112])[0])
     on_disk = np.frombuffer(raw[offset:], "<f4").reshape(dimension, *shape)  # components slowest
     lps = sitk.GetArrayFromImage(field)
     for component in range(dimension):
-        sign = -1 if component < 2 else 1
+        sign = -1 if component < 2 and dimension == 3 else 1
         np.testing.assert_array_equal(on_disk[component], sign * lps[..., component])
     transform = sitk.ReadTransform(outputs["transform"])
     assert transform.GetDimension() == dimension
-    # the NIfTI field and the transform's field agree (the NIfTI stores RAS: x, y negated on disk)
+    # the field SimpleITK reads equals the transform's at every voxel (float32 on disk, float64 in the .h5)
     stored = sitk.GetArrayFromImage(sitk.DisplacementFieldTransform(transform).GetDisplacementField())
-    np.testing.assert_allclose(sitk.GetArrayFromImage(field), stored, atol=1e-5)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(field), stored, rtol=1e-6, atol=1e-6)
     warped = sitk.ReadImage(outputs["warped"])
     again = sitk.Resample(sitk.Cast(moving, sitk.sitkFloat32), fixed, transform, sitk.sitkLinear, 0.0,
                           sitk.sitkFloat32)
     np.testing.assert_allclose(sitk.GetArrayFromImage(again), sitk.GetArrayFromImage(warped), atol=1e-6)
     # and it registers: the blobs sit 2 voxels per axis plus the origin difference apart (x, y, z in mm)
     expected = 2 * np.asarray(spacing) + np.subtract((11.0, -4.0, 3.5), (10.0, -5.0, 3.0))[:dimension]
-    np.testing.assert_allclose(field[tuple(int(c) for c in centre[::-1])], expected, atol=0.1)
+    np.testing.assert_allclose(lps[tuple(int(c) for c in centre)], expected, atol=0.1)
     error_before = np.abs(sitk.GetArrayFromImage(sitk.Resample(moving, fixed)) - sitk.GetArrayFromImage(fixed)).mean()
     error_after = np.abs(sitk.GetArrayFromImage(warped) - sitk.GetArrayFromImage(fixed)).mean()
     assert error_after < 0.2 * error_before, (error_before, error_after)
+
+
+def test_read_displacement_reads_2d_fields_written_with_the_nifti_displacement_intent(tmp_path):
+    """A 2-D intent-1006 file with RAS vectors (equireg 0.1.0 wrote those): SimpleITK alone scrambles its
+    signs, read_displacement gives the LPS field back."""
+    from equireg.data.io import read_displacement
+
+    rng = np.random.default_rng(0)
+    lps = rng.normal(size=(7, 5, 2)).astype(np.float32)
+    ras = sitk.GetImageFromArray(lps * np.float32([-1, -1]), isVector=True)
+    path = tmp_path / "legacy.nii"
+    sitk.WriteImage(ras, str(path))
+    data = bytearray(path.read_bytes())
+    data[68:70] = struct.pack("<h", 1006)
+    path.write_bytes(bytes(data))
+    assert not np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), lps)  # ITK's own reading
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read_displacement(path)), lps)
 
 
 def test_threads_set_torch_sitk_and_the_classical_method(tmp_path, monkeypatch, capsys):

@@ -240,29 +240,36 @@ def resample_to(image: sitk.Image, grid: sitk.Image) -> sitk.Image:
 # --- registration outputs: the displacement field (NIfTI) and the ITK transform ----------------------
 
 NIFTI_INTENT_DISPVECT = 1006
+NIFTI_INTENT_VECTOR = 1007
 _INTENT_CODE_OFFSET = 68  # bytes into the NIfTI-1 header (int16)
 
 
 def _nifti_displacement_bytes(field: sitk.Image, temporary: Path) -> None:
-    """Write ``field`` (LPS components, SimpleITK's convention) as a float32 NIfTI displacement field.
+    """Write ``field`` (LPS components, SimpleITK's convention) as a float32 NIfTI displacement field
+    that every ITK-based reader (SimpleITK, Slicer, ANTs) reads back exactly.
 
-    ITK writes vector images with intent 1007 (a generic vector) and refuses to write 1006 from
-    SimpleITK. NIfTI displacement vectors are RAS, and ITK turns x and y back to LPS when it reads
-    intent 1006; so x and y are negated here and the intent code is set in the header:
-    ``sitk.ReadImage`` gives back the LPS field of a 3-D file, :func:`read_displacement` of any.
+    3-D: intent 1006 (``NIFTI_INTENT_DISPVECT``) with RAS vectors, as NIfTI prescribes; ITK turns x
+    and y back to LPS when it reads that intent. SimpleITK writes vector images with intent 1007 and
+    refuses 1006, so x and y are negated here and the intent code is set in the header.
+    2-D: ITK's RAS-to-LPS conversion of intent 1006 negates numbers in strides of three, which
+    scrambles 2-component vectors, so no 2-D file with that intent reads back right in ITK. A 2-D
+    field is written as ITK writes one itself: intent 1007 (a vector) with LPS components.
     """
+    dimension = field.GetDimension()
     array = sitk.GetArrayFromImage(field).astype(np.float32)
-    array[..., :2] *= -1
-    ras = sitk.GetImageFromArray(array, isVector=True)
-    ras.CopyInformation(field)
+    if dimension == 3:
+        array[..., :2] *= -1
+    stored = sitk.GetImageFromArray(array, isVector=True)
+    stored.CopyInformation(field)
     plain = temporary.with_name(temporary.name.removesuffix(".gz"))
     try:
-        sitk.WriteImage(ras, str(plain), useCompression=False)
+        sitk.WriteImage(stored, str(plain), useCompression=False)
         data = bytearray(plain.read_bytes())
     finally:
         plain.unlink(missing_ok=True)
     order = "<" if struct.unpack("<i", data[:4])[0] == 348 else ">"
-    data[_INTENT_CODE_OFFSET:_INTENT_CODE_OFFSET + 2] = struct.pack(order + "h", NIFTI_INTENT_DISPVECT)
+    intent = NIFTI_INTENT_DISPVECT if dimension == 3 else NIFTI_INTENT_VECTOR
+    data[_INTENT_CODE_OFFSET:_INTENT_CODE_OFFSET + 2] = struct.pack(order + "h", intent)
     if temporary.name.endswith(".gz"):
         # mtime 0: the same field gives the same bytes
         temporary.write_bytes(gzip.compress(bytes(data), compresslevel=6, mtime=0))
@@ -271,13 +278,12 @@ def _nifti_displacement_bytes(field: sitk.Image, temporary: Path) -> None:
 
 
 def read_displacement(path: str | os.PathLike) -> sitk.Image:
-    """Read a displacement field written by :func:`write_outputs` (or any vector image) with LPS
-    components, as ``sitk.DisplacementFieldTransform`` takes it.
+    """Read a displacement field with LPS components, as ``sitk.DisplacementFieldTransform`` takes it.
 
-    3-D NIfTI fields with intent 1006 are what ``sitk.ReadImage`` reads correctly on its own. For
-    2-D ones, ITK (up to SimpleITK 2.5 at least) turns RAS into LPS by negating numbers in strides
-    of three, which scrambles 2-component vectors; so here the file is read as a plain vector image
-    (intent 1007) and x and y are negated explicitly.
+    Fields written by :func:`write_outputs` are what ``sitk.ReadImage`` reads right on its own. This
+    also reads 2-D fields with intent 1006 and RAS vectors (as equireg 0.1.0 wrote them), which ITK
+    scrambles (see :func:`_nifti_displacement_bytes`): such a file is read as a plain vector image and
+    x and y are negated explicitly.
     """
     path = Path(path)
     if not path.is_file():
@@ -297,7 +303,7 @@ def read_displacement(path: str | os.PathLike) -> sitk.Image:
         return sitk.ReadImage(str(path))
     with opener(path, "rb") as stream:
         data = bytearray(stream.read())
-    data[_INTENT_CODE_OFFSET:_INTENT_CODE_OFFSET + 2] = struct.pack(order + "h", 1007)
+    data[_INTENT_CODE_OFFSET:_INTENT_CODE_OFFSET + 2] = struct.pack(order + "h", NIFTI_INTENT_VECTOR)
     handle, temporary = tempfile.mkstemp(suffix=".nii")
     try:
         with os.fdopen(handle, "wb") as stream:
