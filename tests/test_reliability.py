@@ -82,8 +82,9 @@ def test_empty_label_map_and_outside_landmarks_are_errors(tmp_path):
 # --- training killed and restarted --------------------------------------------------------------------
 
 TRAINER = textwrap.dedent('''
-    """Train a tiny network for 30 steps; print the first step this process trained."""
-    import sys, time
+    """Train a tiny network for 30 steps; print the first step this process trained. With a second
+    argument N, stop at step N's batch, announce it in the file `blocked`, and wait to be killed."""
+    import pathlib, sys, time
     import torch
     from equireg import training
     from equireg.transforms import identity_map, translation, warp
@@ -103,7 +104,9 @@ TRAINER = textwrap.dedent('''
 
     def batches(step):
         first.append(step)
-        time.sleep(0.05)  # slow enough to be killed mid-run
+        if len(sys.argv) > 2 and step == int(sys.argv[2]):
+            pathlib.Path(sys.argv[1], "blocked").touch()
+            time.sleep(600)
         generator = torch.Generator().manual_seed(step)
         fixed = torch.nn.functional.avg_pool2d(torch.rand(2, 1, 16, 16, generator=generator), 3, 1, 1)
         shift = (torch.rand(2, generator=generator) - 0.5) * 0.1
@@ -119,17 +122,10 @@ TRAINER = textwrap.dedent('''
 ''')
 
 
-def _trainer(tmp_path, directory):
+def _trainer(tmp_path, directory, *block_at):
     script = tmp_path / "trainer.py"
     script.write_text(TRAINER)
-    return [sys.executable, str(script), str(directory)]
-
-
-def _logged_steps(directory):
-    try:
-        return len((directory / "log.csv").read_text().splitlines()) - 1
-    except FileNotFoundError:
-        return 0
+    return [sys.executable, str(script), str(directory), *map(str, block_at)]
 
 
 def test_sigkill_and_restart_gives_the_uninterrupted_weights_and_log(tmp_path):
@@ -139,16 +135,19 @@ def test_sigkill_and_restart_gives_the_uninterrupted_weights_and_log(tmp_path):
     assert reference.returncode == 0, reference.stderr
 
     run = tmp_path / "killed"
-    process = subprocess.Popen(_trainer(tmp_path, run), env=environment, stdout=subprocess.DEVNULL,
+    # killed inside the second stage, after GradICON has drawn noise (the RNG state must come back too),
+    # at a step the trainer waits at: the same step on a fast or a slow machine
+    process = subprocess.Popen(_trainer(tmp_path, run, 21), env=environment, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    # kill inside the second stage, after GradICON has drawn noise: the RNG state must come back too
-    while _logged_steps(run) < 14 and process.poll() is None and time.monotonic() < deadline:
+    while not (run / "blocked").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert (run / "blocked").exists(), "the trainer never reached step 21"
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
+    (run / "blocked").unlink()
     killed_at = torch.load(run / "checkpoint.pt", weights_only=False)["step"]
-    assert 14 <= killed_at < 30 and not (run / "weights.pt").exists()
+    assert killed_at == 20 and not (run / "weights.pt").exists()  # checkpoints every 2 steps
 
     resumed = subprocess.run(_trainer(tmp_path, run), capture_output=True, text=True, env=environment, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
