@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from equireg.transforms import inside
+
 # case -> ((nz, ny, nx), (dz, dy, dx) mm); Castillo et al. 2009, dir-lab.com reference data.
 DIRLAB_4DCT: dict[int, tuple[tuple[int, int, int], tuple[float, float, float]]] = {
     1: ((94, 256, 256), (2.5, 0.97, 0.97)),
@@ -99,6 +101,14 @@ def read_dirlab_image(path: str | Path, shape: Sequence[int], hu_offset: int | s
     return image - offset
 
 
+def _check_inside(path: Path, points: np.ndarray, shape: Sequence[int], what: str) -> None:
+    """An error naming the file and the first row of ``points`` (``[K, 3]`` voxels) outside the image."""
+    outside = np.flatnonzero(~inside(points, shape))
+    if outside.size:
+        raise ValueError(f"{path}: {outside.size} {what} outside an image of shape {tuple(shape)} (z, y, x), "
+                         f"the first in row {outside[0] + 1}")
+
+
 def read_dirlab_landmarks(path: str | Path, count: int | None = 300,
                           shape: Sequence[int] | None = None) -> np.ndarray:
     """Read one-based ``x y z`` voxel landmarks (tabs or spaces) as zero-based ``(z, y, x)`` rows.
@@ -126,10 +136,8 @@ def read_dirlab_landmarks(path: str | Path, count: int | None = 300,
     if points.size and points.min() < 1:
         raise ValueError(f"{path}: coordinates below 1, but DIR-Lab landmarks are one-based")
     points = points[:, ::-1] - 1.0
-    if shape is not None and np.any(points > np.asarray(shape) - 1):
-        outside = np.flatnonzero(np.any(points > np.asarray(shape) - 1, axis=1))
-        raise ValueError(f"{path}: {len(outside)} landmarks outside an image of shape {tuple(shape)} (z, y, x), "
-                         f"the first in row {outside[0] + 1}")
+    if shape is not None:
+        _check_inside(path, points, shape, "landmarks")
     return np.ascontiguousarray(points)
 
 
@@ -224,10 +232,8 @@ def read_nlst_keypoints(path: str | Path, shape: Sequence[int] | None = None) ->
     if points.shape[1] != 3:
         raise ValueError(f"{path}: expected 3 columns (x, y, z), got {points.shape[1]}")
     points = np.ascontiguousarray(points[:, ::-1])
-    if shape is not None and (points.min() < 0 or np.any(points > np.asarray(shape) - 1)):
-        outside = np.flatnonzero(np.any((points < 0) | (points > np.asarray(shape) - 1), axis=1))
-        raise ValueError(f"{path}: {len(outside)} keypoints outside an image of shape {tuple(shape)} (z, y, x), "
-                         f"the first in row {outside[0] + 1}")
+    if shape is not None:
+        _check_inside(path, points, shape, "keypoints")
     return points
 
 
