@@ -59,11 +59,6 @@ def dice_per_label(prediction: ArrayLike, target: ArrayLike, labels: Sequence[in
     return {int(label): dice(a == label, b == label) for label in labels}
 
 
-def mean_dice(prediction: ArrayLike, target: ArrayLike, labels: Sequence[int] | None = None) -> float:
-    """Mean of :func:`dice_per_label`."""
-    return float(np.mean(list(dice_per_label(prediction, target, labels).values())))
-
-
 def landmark_errors_mm(
     transform: Transform,
     fixed_points: ArrayLike,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -58,12 +58,6 @@ class LandmarkPair:
     spacing: tuple[float, ...]
     fixed_mask: np.ndarray | None = None
     moving_mask: np.ndarray | None = None
-
-    def swapped(self) -> "LandmarkPair":
-        """The same pair registered the other way round."""
-        return replace(self, fixed=self.moving, moving=self.fixed, fixed_landmarks=self.moving_landmarks,
-                       moving_landmarks=self.fixed_landmarks, fixed_mask=self.moving_mask,
-                       moving_mask=self.fixed_mask)
 
 
 @dataclass(frozen=True)
