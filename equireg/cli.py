@@ -12,7 +12,6 @@ import json
 import math
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from equireg import devices, methods
+from equireg.registration import Registration, pair_headers, register_pair, size_text
 
 #: the subcommands, in the order ``--help`` lists them
 SUBCOMMANDS = ("register", "evaluate", "equivariance")
@@ -41,20 +41,6 @@ def _options(pairs: Sequence[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             options[key] = value
     return options
-
-
-def _size(shape: Sequence[int]) -> str:
-    return "x".join(map(str, shape))
-
-
-def _run_network(net: torch.nn.Module, method: str, moving: torch.Tensor, fixed: torch.Tensor):
-    """``net(moving, fixed)``; a size the architecture cannot take becomes a ValueError."""
-    device = devices.of(net)
-    try:
-        return net(moving.to(device), fixed.to(device))
-    except (RuntimeError, ValueError) as error:
-        raise ValueError(f"network size {_size(fixed.shape[2:])}: {method} cannot run at this size "
-                         f"({str(error).splitlines()[0]}); pick another --shape") from None
 
 
 def _warn(message: str) -> None:
@@ -91,45 +77,9 @@ def _load(args: argparse.Namespace, dimension: int) -> tuple[torch.nn.Module, di
     return net, info
 
 
-def _spacing(values: Sequence[float]) -> str:
-    return "x".join(f"{v:.4g}" for v in values)
-
-
-def _grid(image: Any) -> str:
-    """``AxB (spacing sxs mm, origin (x, y))``, array-axis order except the ITK origin."""
-    origin = ", ".join(f"{v:.4g}" for v in image.GetOrigin())
-    return f"{_size(image.GetSize()[::-1])} (spacing {_spacing(image.GetSpacing()[::-1])} mm, origin ({origin}))"
-
-
-def _voxel_points(shape: Sequence[int], geometry) -> np.ndarray:
-    """Physical position (ITK x, y, z) of every voxel of an image, ``[*shape, D]``."""
-    from equireg.transforms import index_to_physical, voxel_grid
-
-    index = np.moveaxis(voxel_grid(shape), 0, -1)
-    return index_to_physical(index, *geometry)
-
-
-def _moving_map(points: np.ndarray, geometry, shape: Sequence[int]) -> torch.Tensor:
-    """Physical points ``[*S, D]`` as a coordinate map ``[1, D, *S]`` in the [0, 1] coordinates of an
-    image of ``shape`` and ``geometry`` (the moving image)."""
-    from equireg.data import io
-    from equireg.transforms import voxel_scale
-
-    scale = voxel_scale(shape)
-    return torch.from_numpy(io.physical_to_index(points, *geometry) / scale).float().movedim(-1, 0)[None]
-
-
-@dataclass
-class Registration:
-    """What registering ``--moving`` to ``--fixed`` produced, on the fixed image's grid."""
-
-    fixed: Any              # SimpleITK images
-    moving: Any
-    field: Any              # vector image, ITK displacement in physical units (float64)
-    transform: Any          # sitk.DisplacementFieldTransform of ``field``
-    warped: Any             # the moving image resampled with ``transform`` (float32, 0 outside)
-    moving_map: torch.Tensor  # phi on the fixed grid in the moving image's [0, 1] coordinates
-    summary: dict[str, Any]
+def _network_summary(args: argparse.Namespace) -> dict[str, Any]:
+    """The first keys of every subcommand's JSON: which network ran."""
+    return {"method": args.method, "checkpoint": str(args.checkpoint) if args.checkpoint else None}
 
 
 def _check_out(args: argparse.Namespace) -> None:
@@ -138,101 +88,22 @@ def _check_out(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {out}: exists and is not a directory")
 
 
-def _register_pair(args: argparse.Namespace) -> Registration:
-    """Register ``--moving`` to ``--fixed`` in physical space.
-
-    Both images are resampled (SimpleITK, linear) onto one network grid built from the fixed image
-    (:func:`equireg.data.io.network_grid`: the aspect ratio kept, padded), the network runs there,
-    and its transform is evaluated at every voxel of the fixed image. Headers, checkpoint, network
-    size and memory are checked before any voxel is read.
-    """
-    import SimpleITK as sitk
-
-    from equireg import memory, metrics
-    from equireg.data import io
-    from equireg.transforms import identity_map, index_to_physical, voxel_scale
-
-    fixed_shape, moving_shape = io.read_shape(args.fixed), io.read_shape(args.moving)
-    dimension = len(fixed_shape)
-    if len(moving_shape) != dimension:
-        raise ValueError(f"{args.moving}: {len(moving_shape)}-D moving image but {args.fixed} is {dimension}-D")
+def _register_pair(args: argparse.Namespace) -> tuple[Registration, dict[str, Any]]:
+    """``--moving`` registered to ``--fixed`` by the network of ``--method``/``--checkpoint``
+    (:func:`equireg.registration.register_pair`), and its summary."""
+    dimension = len(pair_headers(args.moving, args.fixed)["fixed"][0])
     net, info = _load(args, dimension)
-    shape = args.shape or info["input_shape"] or list(fixed_shape)
-    if len(shape) != dimension or min(shape) < 2:
-        raise ValueError(f"--shape {_size(shape)}: expected {dimension} sizes of at least 2 for {dimension}-D images")
-    memory.require(memory.network_bytes(args.method, shape) + memory.pipeline_bytes(fixed_shape)
-                   + memory.image_bytes(moving_shape),
-                   f"{args.fixed}: registering this {_size(fixed_shape)} image with {args.method} at network "
-                   f"size {_size(shape)}", "pass a smaller --shape")
-    fixed_image, moving_image = io.read_image(args.fixed), io.read_image(args.moving)
-    grid = io.network_grid(fixed_image, shape)
-    # the part of the network grid the fixed image fills; the rest is padding
-    filled = [round((n - 1) * s / g) + 1 for n, s, g in
-              zip(fixed_shape, fixed_image.GetSpacing()[::-1], grid.GetSpacing()[::-1])]
-    padding = f"; the fixed image fills {_size(filled)} of it, padded to keep its aspect ratio" \
-        if list(filled) != list(shape) else ""
-    inputs = []
-    for name, path, image in (("--moving", args.moving, moving_image), ("--fixed", args.fixed, fixed_image)):
-        if not io.same_grid(image, grid):
-            _warn(f"{name} {path}: resampled from {_grid(image)} to the network grid {_grid(grid)}{padding}")
-        inputs.append(io.to_tensor(io.resample_to(image, grid)))
-    with torch.no_grad():
-        phi = _run_network(net, args.method, *inputs)
-        grid_scale = voxel_scale(shape)
-        points = _voxel_points(fixed_shape, io.geometry(fixed_image))
-        if io.same_grid(fixed_image, grid):  # exact grid coordinates: identity stays identity
-            query = identity_map(fixed_shape)
-        else:
-            query = torch.from_numpy(io.physical_to_index(points, *io.geometry(grid)) / grid_scale)
-            query = query.float().movedim(-1, 0)[None]
-        mapped = phi(query.to(devices.of(net))).cpu()  # where each fixed voxel lands, in network-grid coordinates
-        del query
-    folds = metrics.fold_percentage(mapped)  # the grid is the fixed grid scaled: same Jacobian signs
-    mapped_points = index_to_physical(mapped[0].movedim(0, -1).double().numpy() * grid_scale,
-                                      *io.geometry(grid))
-    del mapped
-    field = sitk.GetImageFromArray(mapped_points - points, isVector=True)
-    field.CopyInformation(fixed_image)
-    del points
-    moving_map = _moving_map(mapped_points, io.geometry(moving_image), moving_shape)
-    del mapped_points
-    transform = sitk.DisplacementFieldTransform(sitk.Image(field))  # the constructor empties its argument
-    warped = sitk.Resample(sitk.Cast(moving_image, sitk.sitkFloat32), fixed_image, transform, sitk.sitkLinear,
-                           0.0, sitk.sitkFloat32)
-    magnitude = np.linalg.norm(sitk.GetArrayViewFromImage(field), axis=-1)
-    summary = {
-        "method": args.method,
-        "checkpoint": str(args.checkpoint) if args.checkpoint else None,
-        "moving": str(args.moving), "fixed": str(args.fixed),
-        "network_input_shape": list(shape),
-        "network_spacing_mm": [float(s) for s in grid.GetSpacing()[::-1]],
-        "resampled": not (io.same_grid(fixed_image, grid) and io.same_grid(moving_image, grid)),
-        "folds_percent": folds,
-        "displacement_mm": {"mean": float(magnitude.mean()), "max": float(magnitude.max())},
-    }
-    if getattr(net, "chosen_metrics", None):
-        summary["metric"] = net.chosen_metrics[0]
-    return Registration(fixed_image, moving_image, field, transform, warped, moving_map, summary)
-
-
-def _write(registration: Registration, out: Path) -> dict[str, str]:
-    """The warped image, the NIfTI displacement field and the ITK transform, all or none."""
-    from equireg.data import io
-
-    outputs = {"warped": str(out / "warped.nii.gz"), "displacement": str(out / "displacement.nii.gz"),
-               "transform": str(out / "transform.h5")}
-    io.write_outputs({outputs["warped"]: registration.warped},
-                     displacements={outputs["displacement"]: registration.field},
-                     transforms={outputs["transform"]: registration.transform})
-    return outputs
+    registration = register_pair(net, args.method, args.moving, args.fixed, args.shape or info["input_shape"],
+                                 warn=_warn)
+    return registration, {**_network_summary(args), **registration.summary}
 
 
 def register(args: argparse.Namespace) -> dict[str, Any]:
     """Register ``--moving`` to ``--fixed``; write the warped image, the displacement field (NIfTI,
     float32, read back exactly by ITK) and the ITK transform (``transform.h5``) to ``--out``."""
     _check_out(args)
-    registration = _register_pair(args)
-    return {**registration.summary, "outputs": _write(registration, Path(args.out))}
+    registration, summary = _register_pair(args)
+    return {**summary, "outputs": registration.write(args.out)}
 
 
 # --- evaluate: the suite's metrics on the user's own pair --------------------------------------------
@@ -269,10 +140,11 @@ def _read_landmarks(path: Path, dimension: int) -> np.ndarray:
 
 def _check_landmarks(path: Path, points: np.ndarray, image: Path, shape, geometry) -> np.ndarray:
     """Continuous array-axis indices of ``points`` in ``image``; an error if any lies outside."""
-    from equireg.data import io
+    from equireg.geometry import physical_to_index
+    from equireg.transforms import inside
 
-    index = io.physical_to_index(points, *geometry)
-    outside = ((index < -1e-6) | (index > np.asarray(shape) - 1 + 1e-6)).any(1)
+    index = physical_to_index(points, *geometry)
+    outside = ~inside(index, shape, tolerance=1e-6)
     if outside.any():
         rows = ", ".join(str(i + 1) for i in np.flatnonzero(outside)[:5])
         raise ValueError(f"{path}: {int(outside.sum())} of {len(points)} landmarks (rows {rows}"
@@ -283,13 +155,14 @@ def _check_landmarks(path: Path, points: np.ndarray, image: Path, shape, geometr
 
 def _check_labels(labels: Path, image: Path, shape, geometry) -> None:
     from equireg.data import io
+    from equireg.geometry import same_geometry
 
     label_shape, label_geometry = io.read_header(labels)
     if len(label_shape) != len(shape):
         raise ValueError(f"{labels}: {len(label_shape)}-D label map but {image} is {len(shape)}-D")
     if label_shape != shape:
-        raise ValueError(f"{labels}: label map of size {_size(label_shape)} but {image} is {_size(shape)}")
-    if not io.same_geometry(label_geometry, geometry):
+        raise ValueError(f"{labels}: label map of size {size_text(label_shape)} but {image} is {size_text(shape)}")
+    if not same_geometry(label_geometry, geometry):
         raise ValueError(f"{labels}: label map geometry (origin, spacing, direction) differs from {image}")
 
 
@@ -316,7 +189,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     outputs, with ``--out``, are written only after every measurement succeeded.
     """
     from equireg import metrics
-    from equireg.data import io
+    from equireg.geometry import physical_to_coordinates, voxel_points
     from equireg.transforms import DisplacementTransform, identity_map, warp_labels
 
     labels, landmarks = _pair_given(args, "labels"), _pair_given(args, "landmarks")
@@ -324,10 +197,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("evaluate needs --moving-labels/--fixed-labels or --moving-landmarks/--fixed-landmarks")
     if args.out is not None:
         _check_out(args)
-    headers = {side: io.read_header(getattr(args, side)) for side in ("moving", "fixed")}
-    if len(headers["moving"][0]) != len(headers["fixed"][0]):
-        raise ValueError(f"{args.moving}: {len(headers['moving'][0])}-D moving image but {args.fixed} is "
-                         f"{len(headers['fixed'][0])}-D")
+    headers = pair_headers(args.moving, args.fixed)
     dimension = len(headers["fixed"][0])
     if labels:
         for side in ("moving", "fixed"):
@@ -346,15 +216,14 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         if not label_values:
             raise ValueError(f"{args.fixed_labels}, {args.moving_labels}: no foreground label (all 0)")
 
-    registration = _register_pair(args)
+    registration, result = _register_pair(args)
     fixed_shape, moving_shape = headers["fixed"][0], headers["moving"][0]
-    result = dict(registration.summary)
     if labels:
         # the suite's label warping (nearest neighbour, 0 outside) on phi's moving coordinates
         warped = warp_labels(label_maps["moving"], registration.moving_map)
         # before registration: the moving labels where the headers put them (identity in physical space)
-        unmoved = warp_labels(label_maps["moving"], _moving_map(_voxel_points(fixed_shape, headers["fixed"][1]),
-                                                                 headers["moving"][1], moving_shape))
+        unmoved = warp_labels(label_maps["moving"], physical_to_coordinates(
+            voxel_points(fixed_shape, headers["fixed"][1]), headers["moving"][1], moving_shape))
         after = metrics.dice_per_label(warped[0, 0], label_maps["fixed"][0, 0], label_values)
         before = metrics.dice_per_label(unmoved[0, 0], label_maps["fixed"][0, 0], label_values)
         result["dice"] = {"per_label": {str(k): v for k, v in after.items()}, "mean": float(np.mean(list(after.values()))),
@@ -370,7 +239,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                             "max": float(errors.max()), "per_landmark": [float(e) for e in errors],
                             "unregistered_mean": float(unregistered.mean())}
     if args.out is not None:
-        result["outputs"] = _write(registration, Path(args.out))
+        result["outputs"] = registration.write(args.out)
     return result
 
 
@@ -390,12 +259,11 @@ def equivariance(args: argparse.Namespace) -> dict[str, Any]:
         moving, fixed = (torch.from_numpy(image)[None, None] for image in (pair.moving, pair.fixed))
         source, shape = "the generated vessel pair", tuple(fixed.shape[2:])
     else:
-        moving_shape, shape = io.read_shape(args.moving), io.read_shape(args.fixed)
-        if len(moving_shape) != len(shape):
-            raise ValueError(f"{args.moving}: {len(moving_shape)}-D moving image but {args.fixed} is {len(shape)}-D")
+        headers = pair_headers(args.moving, args.fixed)
+        (moving_shape, _), (shape, _) = headers["moving"], headers["fixed"]
         if moving_shape != shape:
-            raise ValueError(f"{args.moving}: size {_size(moving_shape)} differs from {args.fixed} {_size(shape)}; "
-                             "resample them to one grid first")
+            raise ValueError(f"{args.moving}: size {size_text(moving_shape)} differs from {args.fixed} "
+                             f"{size_text(shape)}; resample them to one grid first")
         source = str(args.fixed)
     dimension = len(shape)
     shift_moving = args.shift_moving or [args.shift] + [0] * (dimension - 1)
@@ -409,7 +277,8 @@ def equivariance(args: argparse.Namespace) -> dict[str, Any]:
     net, _ = _load(args, dimension)
     # two forward passes, one after the other; the maps compared are like register's pipeline
     memory.require(memory.network_bytes(args.method, padded) + memory.pipeline_bytes(padded),
-                   f"{source}: measuring {args.method} on this {_size(shape)} image (padded to {_size(padded)})",
+                   f"{source}: measuring {args.method} on this {size_text(shape)} image "
+                   f"(padded to {size_text(padded)})",
                    "use smaller images or shifts")
     if args.moving is not None:
         moving, fixed = io.to_tensor(io.read_image(args.moving)), io.to_tensor(io.read_image(args.fixed))
@@ -417,9 +286,9 @@ def equivariance(args: argparse.Namespace) -> dict[str, Any]:
         report = equivariance_report(net, moving.to(devices.of(net)), fixed.to(devices.of(net)), shift_moving,
                                      shift_fixed)
     except RuntimeError as error:
-        raise ValueError(f"{args.method} cannot run at the padded size {_size(padded)} "
+        raise ValueError(f"{args.method} cannot run at the padded size {size_text(padded)} "
                          f"({str(error).splitlines()[0]}); try other shifts") from None
-    return {"method": args.method, "checkpoint": str(args.checkpoint) if args.checkpoint else None, **report}
+    return {**_network_summary(args), **report}
 
 
 def _common_arguments(command: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from equireg.transforms import Transform, jacobian_determinant, map_points, voxel_scale
+from equireg.transforms import Transform, inside, jacobian_determinant, map_points, voxel_scale
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -59,11 +59,6 @@ def dice_per_label(prediction: ArrayLike, target: ArrayLike, labels: Sequence[in
     return {int(label): dice(a == label, b == label) for label in labels}
 
 
-def mean_dice(prediction: ArrayLike, target: ArrayLike, labels: Sequence[int] | None = None) -> float:
-    """Mean of :func:`dice_per_label`."""
-    return float(np.mean(list(dice_per_label(prediction, target, labels).values())))
-
-
 def landmark_errors_mm(
     transform: Transform,
     fixed_points: ArrayLike,
@@ -82,9 +77,9 @@ def landmark_errors_mm(
     if fixed.shape != moving.shape or fixed.ndim != 2 or fixed.shape[1] != len(fixed_shape):
         raise ValueError(f"landmarks must be two [K, {len(fixed_shape)}] arrays, got "
                          f"{fixed.shape} and {moving.shape}")
-    outside = (moving < 0) | (moving > np.asarray(moving_shape) - 1)
+    outside = ~inside(moving, moving_shape)
     if outside.any():
-        raise ValueError(f"{int(outside.any(1).sum())} moving landmarks lie outside the image {tuple(moving_shape)}")
+        raise ValueError(f"{int(outside.sum())} moving landmarks lie outside the image {tuple(moving_shape)}")
     mapped = map_points(transform, fixed[None], fixed_shape, moving_shape, what="fixed landmarks")[0]
     return point_errors_mm(mapped, moving, moving_spacing)
 

@@ -145,6 +145,14 @@ def voxel_scale(shape: Sequence[int]) -> np.ndarray:
     return np.array([max(n - 1, 1) for n in shape], dtype=np.float64)
 
 
+def inside(index: np.ndarray, shape: Sequence[int], tolerance: float = 0.0) -> np.ndarray:
+    """Whether each point ``[..., D]`` (voxel indices, array-axis order) lies in an image of ``shape``,
+    from voxel 0 to voxel ``N - 1`` of every axis give or take ``tolerance`` voxels; ``[...]`` bool."""
+    index = np.asarray(index)
+    outside = (index < -tolerance) | (index > np.asarray(shape) - 1 + tolerance)
+    return ~outside.any(-1)
+
+
 def _per_axis(values: Sequence[float] | torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(values, dtype=reference.dtype, device=reference.device)
     return t.reshape(1, -1, *[1] * (reference.dim() - 2))
@@ -171,9 +179,9 @@ def map_points(transform: Transform, points: np.ndarray, fixed_shape: Sequence[i
     dimension = len(fixed_shape)
     if points.ndim != 3 or points.shape[2] != dimension:
         raise ValueError(f"{what} must be [B, K, {dimension}] voxel indices, got {points.shape}")
-    outside = (points < 0) | (points > np.asarray(fixed_shape) - 1)
+    outside = ~inside(points, fixed_shape)
     if outside.any():
-        raise ValueError(f"{int(outside.any(2).sum())} {what} lie outside the image {tuple(fixed_shape)}")
+        raise ValueError(f"{int(outside.sum())} {what} lie outside the image {tuple(fixed_shape)}")
     batch, count = points.shape[:2]
     # a [B, D, K, 1, ...] "grid" of the points
     query = voxels_to_coordinates(torch.from_numpy(points).permute(0, 2, 1).float(), fixed_shape)
@@ -205,13 +213,3 @@ def jacobian_determinant(coordinate_map: torch.Tensor) -> torch.Tensor:
     jacobian = torch.stack(columns, dim=2)  # [B, component, derivative, *S']
     return torch.linalg.det(jacobian.movedim(1, -1).movedim(1, -1))
 
-
-# --- ITK / physical space -----------------------------------------------------------------------
-
-def index_to_physical(points_array_order: np.ndarray, origin, spacing, direction) -> np.ndarray:
-    """Continuous voxel indices ``[..., D]`` in array-axis order -> physical points ``[..., D]`` in
-    ITK (x, y, z) order, for an image with the given SimpleITK geometry."""
-    dimension = points_array_order.shape[-1]
-    index_xyz = points_array_order[..., ::-1]
-    matrix = np.asarray(direction, dtype=np.float64).reshape(dimension, dimension) * np.asarray(spacing)
-    return index_xyz @ matrix.T + np.asarray(origin)

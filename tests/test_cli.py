@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 import torch
 
-from equireg import cli
+from equireg import cli, registration
 from equireg.cli import main
 
 
@@ -249,8 +249,8 @@ def test_resampling_pads_to_keep_the_aspect_ratio_and_warns(tmp_path, monkeypatc
     array = 1.0 + _blob((257, 221), (128, 110)) + np.linspace(0, 1, 221)[None]
     _image(tmp_path / "fixed.mha", array.astype(np.float32))
     seen = []
-    real = cli._run_network
-    monkeypatch.setattr(cli, "_run_network", lambda net, method, moving, fixed: seen.append(fixed) or real(
+    real = registration._run_network
+    monkeypatch.setattr(registration, "_run_network", lambda net, method, moving, fixed: seen.append(fixed) or real(
         net, method, moving, fixed))
     assert _register(tmp_path, tmp_path / "fixed.mha", tmp_path / "fixed.mha", "--shape", "98", "70") == 0
     captured = capsys.readouterr()

@@ -8,23 +8,42 @@ from equireg import experiments
 from equireg.data import loaders
 
 
-def test_copdgene_test_set_keeps_landmarks_and_spacing(tmp_path, monkeypatch):
-    shape, spacing = (12, 20, 16), (2.5, 0.6, 0.6)
-    monkeypatch.setitem(loaders.DIRLAB_COPDGENE, 1, (shape, spacing))
+def _write_copdgene(root, shape):
     for phase in ("iBH", "eBH"):
-        write_dirlab_case(tmp_path / "copd1", f"copd1_{phase}CT.img", shape, random_points(shape), 0,
-                          tmp_path / "copd1" / f"copd1_300_{phase}_xyz_r1.txt")
-    experiments.build_lung_set(tmp_path / "test.npz", "test", {"size": 17, "pairs": 1}, copdgene=tmp_path)
+        write_dirlab_case(root / "copd1", f"copd1_{phase}CT.img", shape, random_points(shape), 0,
+                          root / "copd1" / f"copd1_300_{phase}_xyz_r1.txt")
+
+
+def _write_dirlab4dct(root, shape):
+    for phase in ("T00", "T50"):
+        write_dirlab_case(root / "Case1Pack" / "Images", f"case1_{phase}_s.img", shape, random_points(shape), 0,
+                          root / "Case1Pack" / "ExtremePhases" / f"Case1_300_{phase}_xyz.txt")
+
+
+REAL_LUNG = {"copdgene": (loaders.DIRLAB_COPDGENE, _write_copdgene, loaders.load_dirlab_copdgene),
+             "dirlab4dct": (loaders.DIRLAB_4DCT, _write_dirlab4dct, loaders.load_dirlab_4dct)}
+
+
+@pytest.mark.parametrize("dataset", REAL_LUNG)
+def test_real_lung_test_set_keeps_landmarks_and_spacing(tmp_path, monkeypatch, dataset):
+    shape, spacing = (12, 20, 16), (2.5, 0.6, 0.6)
+    table, write, load = REAL_LUNG[dataset]
+    monkeypatch.setitem(table, 1, (shape, spacing))
+    write(tmp_path, shape)
+    experiments.build_lung_set(tmp_path / "test.npz", "test", {"size": 17, "pairs": 1}, **{dataset: tmp_path})
     pairs = experiments.load_pairs(tmp_path / "test.npz")
     assert pairs["moving"].shape == (1, 1, 17, 17, 17)
     assert pairs["fixed_landmarks"].shape == (1, 300, 3)
     # resampled spacing keeps the physical extent: (N - 1) * spacing is unchanged
     np.testing.assert_allclose(pairs["spacing"][0] * 16, np.multiply(spacing, np.subtract(shape, 1)))
     # landmarks scale with the grid: unregistered TRE in mm is the same before and after resampling
-    original = loaders.load_dirlab_copdgene(tmp_path, 1)
+    original = load(tmp_path, 1)
     before = np.linalg.norm((original.fixed_landmarks - original.moving_landmarks) * spacing, axis=1)
     after = np.linalg.norm((pairs["fixed_landmarks"][0] - pairs["moving_landmarks"][0]) * pairs["spacing"][0], axis=1)
     np.testing.assert_allclose(after, before, rtol=1e-9)
+    with pytest.raises(ValueError, match="both set"):
+        experiments.build_lung_set(tmp_path / "both.npz", "test", {"size": 17, "pairs": 1}, copdgene=tmp_path,
+                                   dirlab4dct=tmp_path)
 
 
 def test_load_pairs_names_a_broken_file(tmp_path):

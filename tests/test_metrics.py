@@ -21,7 +21,7 @@ def test_dice_of_equal_labels_is_one_and_disjoint_is_zero():
 
 def test_dice_rejects_empty_label_map_and_shape_mismatch():
     with pytest.raises(ValueError, match="no foreground"):
-        metrics.mean_dice(np.zeros((4, 4)), np.zeros((4, 4)))
+        metrics.dice_per_label(np.zeros((4, 4)), np.zeros((4, 4)))
     with pytest.raises(ValueError, match="shapes"):
         metrics.dice(np.zeros((4, 4)), np.zeros((4, 5)))
 

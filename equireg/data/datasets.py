@@ -1,4 +1,4 @@
-"""Training batches as pure functions of (seed, step), and a byte-reproducible on-disk cache.
+"""Training batches as pure functions of (seed, step), and byte-reproducible array files.
 
 ``batches(step) -> (moving, fixed)`` depends on nothing but its seed and ``step``, so a training
 run resumed at step ``k`` sees exactly the batches an uninterrupted run would have seen.
@@ -6,12 +6,10 @@ run resumed at step ``k`` sees exactly the batches an uninterrupted run would ha
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import zipfile
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -58,26 +56,7 @@ class PairBatches:
         return self.moving[index], self.fixed[index]
 
 
-class GeneratedBatches:
-    """Batches of freshly generated pairs: sample ``k`` is ``generate((seed, k))``, which must
-    return ``(moving, fixed)`` arrays ``[C, *spatial]``. For endless synthetic data (lung phantoms)."""
-
-    def __init__(self, generate: Callable[[tuple[int, int]], tuple[np.ndarray, np.ndarray]],
-                 batch_size: int, seed: int):
-        if batch_size < 1:
-            raise ValueError(f"GeneratedBatches: batch_size must be >= 1, got {batch_size}")
-        self.generate, self.batch_size, self.seed = generate, int(batch_size), int(seed)
-
-    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
-        pairs = [self.generate((self.seed, k)) for k in range(step * self.batch_size, (step + 1) * self.batch_size)]
-        moving = torch.as_tensor(np.stack([np.asarray(m, dtype=np.float32) for m, _ in pairs]))
-        fixed = torch.as_tensor(np.stack([np.asarray(f, dtype=np.float32) for _, f in pairs]))
-        return moving, fixed
-
-
-# --- cache --------------------------------------------------------------------------------------
+# --- array files --------------------------------------------------------------------------------
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: np.savez stamps the current time
 
@@ -105,21 +84,4 @@ def load_arrays(path: str | Path) -> Arrays:
             return {name: archive[name] for name in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError) as error:
         raise ValueError(f"{path}: not a readable .npz ({error})") from None
-
-
-def cache_path(directory: str | Path, name: str, parameters: Mapping) -> Path:
-    """``directory/name-<hash>.npz`` where the hash covers ``parameters`` (JSON-serialisable)."""
-    text = json.dumps(parameters, sort_keys=True, default=list)
-    return Path(directory) / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.npz"
-
-
-def cached(directory: str | Path, name: str, parameters: Mapping,
-           build: Callable[[], Mapping[str, np.ndarray]]) -> Arrays:
-    """Load the arrays cached for (``name``, ``parameters``), or ``build()`` and cache them."""
-    path = cache_path(directory, name, parameters)
-    if path.is_file():
-        return load_arrays(path)
-    arrays = {k: np.asarray(v) for k, v in build().items()}
-    save_arrays(path, arrays)
-    return arrays
 

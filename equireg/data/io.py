@@ -11,13 +11,13 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
 from equireg.files import atomic_path
+from equireg.geometry import Geometry, geometry
 
 
 class ImageError(ValueError):
@@ -69,6 +69,12 @@ def read_shape(path: str | os.PathLike, dimensions: tuple[int, ...] = (2, 3)) ->
     """The array-axis shape of an image from its header alone, with the checks of :func:`read_image`
     that need no voxel data."""
     return tuple(_open(Path(path), dimensions).GetSize()[::-1])
+
+
+def read_header(path: str | os.PathLike, dimensions: tuple[int, ...] = (2, 3)) -> tuple[tuple[int, ...], Geometry]:
+    """(array-axis shape, geometry) from the header alone, with the checks of :func:`read_shape`."""
+    reader = _open(Path(path), dimensions)
+    return tuple(reader.GetSize()[::-1]), geometry(reader)
 
 
 # --- NIfTI: ITK reads a truncated file, and NaN or infinite voxels, as zeros without a word ---------
@@ -159,82 +165,6 @@ def to_tensor(image: sitk.Image, normalize: bool = True) -> torch.Tensor:
         low, high = float(array.min()), float(array.max())
         array = (array - low) / (high - low) if high > low else np.zeros_like(array)
     return torch.from_numpy(array)[None, None]
-
-
-# --- geometry: physical points, the network grid, resampling -----------------------------------------
-
-Geometry = tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]
-
-
-def geometry(image: sitk.Image | sitk.ImageFileReader) -> Geometry:
-    """(origin, spacing, direction) of an image or a read header, the SimpleITK way (x, y, z order)."""
-    return image.GetOrigin(), image.GetSpacing(), image.GetDirection()
-
-
-def read_header(path: str | os.PathLike, dimensions: tuple[int, ...] = (2, 3)) -> tuple[tuple[int, ...], Geometry]:
-    """(array-axis shape, geometry) from the header alone, with the checks of :func:`read_shape`."""
-    reader = _open(Path(path), dimensions)
-    return tuple(reader.GetSize()[::-1]), geometry(reader)
-
-
-def same_geometry(a: Geometry, b: Geometry, tolerance: float = 1e-4) -> bool:
-    """Whether two geometries agree to ``tolerance`` (mm for origins, relative for spacings)."""
-    (origin_a, spacing_a, direction_a), (origin_b, spacing_b, direction_b) = a, b
-    return (np.allclose(origin_a, origin_b, rtol=0, atol=tolerance)
-            and np.allclose(spacing_a, spacing_b, rtol=tolerance, atol=0)
-            and np.allclose(direction_a, direction_b, rtol=0, atol=tolerance))
-
-
-def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    """Whether two images share size, origin, spacing and direction (to round-off)."""
-    return a.GetSize() == b.GetSize() and same_geometry(geometry(a), geometry(b), 1e-6)
-
-
-def physical_to_index(points_xyz: np.ndarray, origin: Sequence[float], spacing: Sequence[float],
-                      direction: Sequence[float]) -> np.ndarray:
-    """Physical points ``[..., D]`` (ITK x, y, z order) -> continuous voxel indices ``[..., D]`` in
-    array-axis order: the inverse of :func:`equireg.transforms.index_to_physical`."""
-    dimension = len(origin)
-    matrix = np.asarray(direction, dtype=np.float64).reshape(dimension, dimension) * np.asarray(spacing)
-    index_xyz = (np.asarray(points_xyz, dtype=np.float64) - np.asarray(origin)) @ np.linalg.inv(matrix).T
-    return np.ascontiguousarray(index_xyz[..., ::-1])
-
-
-def network_grid(fixed: sitk.Image, shape: tuple[int, ...] | list[int]) -> sitk.Image:
-    """An empty image of array shape ``shape`` covering ``fixed``'s physical extent without stretching it.
-
-    The grid keeps the fixed image's direction and the ratios of its spacings (one scale factor for
-    every axis, the smallest that fits the whole image); the image is centred and the rest is
-    padding. When ``shape`` is the fixed image's own shape the grid is the fixed grid.
-    """
-    size_xyz = np.asarray(fixed.GetSize(), dtype=np.float64)
-    shape_xyz = np.asarray(list(shape)[::-1], dtype=np.float64)
-    scale = float(np.max((size_xyz - 1) / (shape_xyz - 1)))
-    spacing = np.asarray(fixed.GetSpacing()) * scale
-    direction = np.asarray(fixed.GetDirection(), dtype=np.float64).reshape(len(shape), len(shape))
-    centre = np.asarray(fixed.GetOrigin()) + direction @ (np.asarray(fixed.GetSpacing()) * (size_xyz - 1) / 2)
-    grid = sitk.Image([int(n) for n in shape_xyz], sitk.sitkFloat32)
-    grid.SetSpacing([float(s) for s in spacing])
-    grid.SetDirection(fixed.GetDirection())
-    grid.SetOrigin([float(o) for o in centre - direction @ (spacing * (shape_xyz - 1) / 2)])
-    return grid
-
-
-def resample_to(image: sitk.Image, grid: sitk.Image) -> sitk.Image:
-    """``image`` on ``grid`` in physical space (linear), padded with the image's minimum.
-
-    When the grid is coarser, the image is first smoothed (Gaussian, sigma half the grid spacing)
-    so that thin structures are averaged like the pooled training images, not aliased.
-    """
-    image = sitk.Cast(image, sitk.sitkFloat32)
-    if same_grid(image, grid):
-        return image
-    coarser = np.asarray(grid.GetSpacing()) > np.asarray(image.GetSpacing()) * (1 + 1e-6)
-    for axis in np.flatnonzero(coarser):  # one axis at a time: ITK takes no zero sigma
-        image = sitk.RecursiveGaussian(image, 0.5 * grid.GetSpacing()[axis], False,
-                                       sitk.RecursiveGaussianImageFilter.ZeroOrder, int(axis))
-    low = float(sitk.GetArrayViewFromImage(image).min())
-    return sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, low, sitk.sitkFloat32)
 
 
 # --- registration outputs: the displacement field (NIfTI) and the ITK transform ----------------------

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from equireg.transforms import inside
 
 # case -> ((nz, ny, nx), (dz, dy, dx) mm); Castillo et al. 2009, dir-lab.com reference data.
 DIRLAB_4DCT: dict[int, tuple[tuple[int, int, int], tuple[float, float, float]]] = {
@@ -57,12 +59,6 @@ class LandmarkPair:
     fixed_mask: np.ndarray | None = None
     moving_mask: np.ndarray | None = None
 
-    def swapped(self) -> "LandmarkPair":
-        """The same pair registered the other way round."""
-        return replace(self, fixed=self.moving, moving=self.fixed, fixed_landmarks=self.moving_landmarks,
-                       moving_landmarks=self.fixed_landmarks, fixed_mask=self.moving_mask,
-                       moving_mask=self.fixed_mask)
-
 
 @dataclass(frozen=True)
 class DriveImage:
@@ -99,6 +95,14 @@ def read_dirlab_image(path: str | Path, shape: Sequence[int], hu_offset: int | s
     return image - offset
 
 
+def _check_inside(path: Path, points: np.ndarray, shape: Sequence[int], what: str) -> None:
+    """An error naming the file and the first row of ``points`` (``[K, 3]`` voxels) outside the image."""
+    outside = np.flatnonzero(~inside(points, shape))
+    if outside.size:
+        raise ValueError(f"{path}: {outside.size} {what} outside an image of shape {tuple(shape)} (z, y, x), "
+                         f"the first in row {outside[0] + 1}")
+
+
 def read_dirlab_landmarks(path: str | Path, count: int | None = 300,
                           shape: Sequence[int] | None = None) -> np.ndarray:
     """Read one-based ``x y z`` voxel landmarks (tabs or spaces) as zero-based ``(z, y, x)`` rows.
@@ -126,10 +130,8 @@ def read_dirlab_landmarks(path: str | Path, count: int | None = 300,
     if points.size and points.min() < 1:
         raise ValueError(f"{path}: coordinates below 1, but DIR-Lab landmarks are one-based")
     points = points[:, ::-1] - 1.0
-    if shape is not None and np.any(points > np.asarray(shape) - 1):
-        outside = np.flatnonzero(np.any(points > np.asarray(shape) - 1, axis=1))
-        raise ValueError(f"{path}: {len(outside)} landmarks outside an image of shape {tuple(shape)} (z, y, x), "
-                         f"the first in row {outside[0] + 1}")
+    if shape is not None:
+        _check_inside(path, points, shape, "landmarks")
     return np.ascontiguousarray(points)
 
 
@@ -224,10 +226,8 @@ def read_nlst_keypoints(path: str | Path, shape: Sequence[int] | None = None) ->
     if points.shape[1] != 3:
         raise ValueError(f"{path}: expected 3 columns (x, y, z), got {points.shape[1]}")
     points = np.ascontiguousarray(points[:, ::-1])
-    if shape is not None and (points.min() < 0 or np.any(points > np.asarray(shape) - 1)):
-        outside = np.flatnonzero(np.any((points < 0) | (points > np.asarray(shape) - 1), axis=1))
-        raise ValueError(f"{path}: {len(outside)} keypoints outside an image of shape {tuple(shape)} (z, y, x), "
-                         f"the first in row {outside[0] + 1}")
+    if shape is not None:
+        _check_inside(path, points, shape, "keypoints")
     return points
 
 

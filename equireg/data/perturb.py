@@ -220,16 +220,6 @@ def _pooled_coordinates(sampling: np.ndarray | None, canvas: tuple[int, int], po
     return np.stack(moving).astype(np.float32)
 
 
-def negative_jacobian_fraction(coordinates: np.ndarray) -> float:
-    """Fraction of pixels where the map ``[D, *S]`` folds (Jacobian determinant < 0)."""
-    import torch
-
-    from equireg.transforms import jacobian_determinant
-
-    determinant = jacobian_determinant(torch.as_tensor(np.asarray(coordinates, dtype=np.float64))[None])
-    return float((determinant < 0).double().mean())
-
-
 def shift_sweep_pairs(
     mask: np.ndarray,
     shifts: Sequence[Sequence[int]],

@@ -7,6 +7,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from equireg.transforms import inside
+
 
 def render_tubes(
     centres: np.ndarray,
@@ -31,8 +33,8 @@ def render_tubes(
         raise ValueError(f"render_tubes: {len(centres)} centres but {len(radii)} radii")
     sampling = np.ones(dimension) if spacing is None else np.asarray(spacing, dtype=np.float64)
     index = np.rint(centres).astype(np.int64)
-    inside = np.all((index >= 0) & (index < np.asarray(shape)), axis=1)
-    index, radii = index[inside], radii[inside]
+    kept = inside(index, shape)
+    index, radii = index[kept], radii[kept]
     rounded = np.maximum(np.round(radii / quantum) * quantum, 0.0)
 
     mask = np.zeros(shape, dtype=bool)

@@ -68,22 +68,28 @@ def build_sweep_set(path: PathLike, sweep: dict[str, Any], retina: dict[str, Any
     save_pairs(path, **{name: np.concatenate(values) for name, values in arrays.items()})
 
 
-def build_lung_set(path: PathLike, split: str, settings: dict[str, Any], copdgene: PathLike | None = None) -> None:
+def build_lung_set(path: PathLike, split: str, settings: dict[str, Any], copdgene: PathLike | None = None,
+                   dirlab4dct: PathLike | None = None) -> None:
     """Lung pairs preprocessed as CT (clamp, [0, 1], lung mask) at ``size``^3, with landmarks.
 
     Generated phantom pairs (inhale moving, exhale fixed, exact landmarks) by default; with
     ``copdgene`` the test split is DIR-Lab COPDGene cases 1..``pairs`` (expiration moving,
-    inspiration fixed, 300 landmarks each), resampled with their spacing kept for TRE in mm.
+    inspiration fixed), with ``dirlab4dct`` DIR-Lab 4DCT cases 1..``pairs`` (T50 moving, T00 fixed),
+    300 landmarks each, resampled with their spacing kept for TRE in mm.
     """
     shape = (settings["size"],) * 3
-    if split == "test" and copdgene:
-        from equireg.data.loaders import load_dirlab_copdgene
+    if copdgene and dirlab4dct:
+        raise ValueError(f"datasets: copdgene ({copdgene}) and dirlab4dct ({dirlab4dct}) are both set; "
+                         "the lung test set is one of them")
+    if split == "test" and (copdgene or dirlab4dct):
+        from equireg.data.loaders import load_dirlab_4dct, load_dirlab_copdgene
         from equireg.data.lung import prepare_lung_ct, resample_points
 
+        load, root = (load_dirlab_copdgene, copdgene) if copdgene else (load_dirlab_4dct, dirlab4dct)
         arrays: dict[str, list] = {key: [] for key in ("moving", "fixed", "moving_landmarks", "fixed_landmarks",
                                                         "spacing")}
         for case in range(1, min(settings["pairs"], 10) + 1):
-            pair = load_dirlab_copdgene(copdgene, case)
+            pair = load(root, case)
             for side in ("moving", "fixed"):
                 image, spacing = prepare_lung_ct(getattr(pair, side), getattr(pair, f"{side}_mask"), pair.spacing,
                                                  shape)

@@ -14,6 +14,7 @@ rule lung_data:
     params:
         lung=LUNG,
         copdgene=config.get("datasets", {}).get("copdgene"),
+        dirlab4dct=config.get("datasets", {}).get("dirlab4dct"),
     script:
         "../scripts/lung_data.py"
 

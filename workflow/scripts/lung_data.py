@@ -8,4 +8,5 @@ experiments.build_lung_set(
     split=snakemake.wildcards.split,
     settings=snakemake.params.lung,
     copdgene=snakemake.params.copdgene,
+    dirlab4dct=snakemake.params.dirlab4dct,
 )
