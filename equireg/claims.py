@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from equireg import tables
-from equireg.files import write_text
+from equireg.files import write_csv, write_text
 from equireg.uncertainty import bootstrap_ci, wilcoxon_p
 
 #: claim 1: GradICON "fails" on shifted pairs if its Dice drops by more than this
@@ -199,4 +199,4 @@ def write(directory: str | Path, path: str | Path, copdgene: str | None = None,
     checked = check_all(directory, copdgene)
     write_text(path, render(checked))
     if csv_path is not None:
-        write_text(csv_path, table(checked).to_csv(index=False))
+        write_csv(csv_path, table(checked))

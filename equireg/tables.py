@@ -15,11 +15,9 @@ import numpy as np
 import pandas as pd
 
 from equireg import metrics
-from equireg.files import write_text
+from equireg.files import FLOAT_FORMAT, write_csv, write_text
 from equireg.landscape import basin_width
 from equireg.uncertainty import bootstrap_ci
-
-FLOAT_FORMAT = "%.6g"
 
 
 RETINA_KEYS = ["method", "train_condition", "seed", "test_set", "test_condition", "pair"]
@@ -237,7 +235,7 @@ def to_latex(frame: pd.DataFrame) -> str:
 def write_table(frame: pd.DataFrame, directory: str | Path, name: str) -> None:
     """``name.csv``, ``name.md`` and ``name.tex`` in ``directory``."""
     directory = Path(directory)
-    write_text(directory / f"{name}.csv", frame.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n"))
+    write_csv(directory / f"{name}.csv", frame)
     write_text(directory / f"{name}.md", to_markdown(frame))
     write_text(directory / f"{name}.tex", to_latex(frame))
 

@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 
 from equireg import devices, metrics, training
-from equireg.experiments.jobs import PathLike, load_pairs, save_pairs, write_csv
-from equireg.files import write_text
+from equireg.experiments.jobs import PathLike, load_pairs, save_pairs
+from equireg.files import write_csv
 from equireg.transforms import Transform, map_points, warp
 
 #: vessel maps are soft after average pooling; a voxel counts as vessel above this (carl.md §7)
@@ -121,7 +121,7 @@ def _write_runtime(path: PathLike | None, rows: list[dict[str, Any]], net) -> No
     if path is not None:
         device = devices.of(net).type
         frame = pd.DataFrame([{**row, "device": device} for row in rows])
-        write_text(path, frame.to_csv(sep="\t", index=False, float_format="%.6g"))
+        write_csv(path, frame, separator="\t")
 
 
 def _runtime_row(run: dict[str, Any], seconds: list[float]) -> dict[str, Any]:
