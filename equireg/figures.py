@@ -19,22 +19,15 @@ import seaborn as sns  # noqa: E402
 from equireg import tables  # noqa: E402
 from equireg.data.datasets import load_arrays  # noqa: E402
 from equireg.files import atomic_path  # noqa: E402
+from equireg.methods import DISPLAY_NAMES, display_name  # noqa: E402
 from equireg.methods import trained as trained_methods  # noqa: E402
 
 CONDITION_NAMES = {"none": "not shifted", "shift": "shifted", "shift_scale": "shifted+scaled"}
-#: how methods are named in figures, in the order they are drawn
-DISPLAY_NAMES = {"unregistered": "unregistered", "carl": "CARL", "carl_draft": "CARL (draft tree)",
-                 "gradicon": "GradICON", "voxelmorph": "VoxelMorph", "classical": "classical (SimpleITK)",
-                 "transformer_only": "ablation: transformer only", "unet_only": "ablation: U-Net only"}
 #: one colour per method in every figure: Okabe-Ito, safe for colour-blind readers; grey for the
 #: unregistered reference
 COLOURS = {"unregistered": "#999999", "carl": "#D55E00", "carl_draft": "#CC79A7", "gradicon": "#0072B2",
            "voxelmorph": "#009E73", "classical": "#000000", "transformer_only": "#E69F00", "unet_only": "#56B4E9"}
 DPI = 300
-
-
-def display_name(method: str) -> str:
-    return DISPLAY_NAMES.get(method, method)
 
 
 def palette(methods: Sequence[str]) -> dict[str, str]:

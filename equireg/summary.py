@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from equireg import tables
 from equireg.files import write_text
 
 #: leaderboard tables shown under the claims, with their headings
@@ -33,11 +34,12 @@ def _table(frame: pd.DataFrame, css_class: str) -> str:
 
 
 def fragment(claims: pd.DataFrame, leaderboards: dict[str, pd.DataFrame]) -> str:
-    """The claims table followed by each leaderboard under its heading."""
+    """The claims table followed by each leaderboard under its heading, methods by display name."""
     passed = int((claims["result"] == "PASS").sum())
     parts = [STYLE, f"<h3>Claims: {passed} of {len(claims)} PASS</h3>", _table(claims, "equireg-claims")]
     for name, frame in leaderboards.items():
-        parts += [f"<h3>{html.escape(LEADERBOARDS.get(name, name))}</h3>", _table(frame, f"equireg-{name}")]
+        parts += [f"<h3>{html.escape(LEADERBOARDS.get(name, name))}</h3>",
+                  _table(tables.for_readers(frame), f"equireg-{name}")]
     return "\n".join(parts) + "\n"
 
 

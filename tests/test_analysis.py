@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from equireg import claims, tables
+from equireg import claims, summary, tables
 from equireg.landscape import basin_width, loss_curve, mid_pixel_offsets
 from equireg.losses import SSD
 from equireg.wrappers import DisplacementField
@@ -142,3 +142,14 @@ def test_leaderboards_give_each_method_its_interval(tmp_path):
     lung = tables.leaderboard_lung(tables.read(tmp_path, "lung")).set_index("method")
     assert lung.loc["gradicon", "mtre_mm"] == "2.00 [1.80, 2.20]" and lung.loc["unregistered", "mtre_mm"] == "5.00"
     assert "nan" not in tables.to_markdown(tables.leaderboard_lung(tables.read(tmp_path, "lung")))
+
+
+def test_leaderboards_show_display_names_and_their_csv_keeps_method_ids(tmp_path):
+    _tables(tmp_path)
+    board = tables.leaderboard_retina(tables.read(tmp_path, "retina"))
+    tables.write_table(board, tmp_path, "leaderboard_retina", shown=tables.for_readers(board))
+    assert list(tables.read(tmp_path, "leaderboard_retina").method) == ["unregistered", "carl", "gradicon"]
+    assert "| CARL | " in (tmp_path / "leaderboard_retina.md").read_text()
+    assert "GradICON & " in (tmp_path / "leaderboard_retina.tex").read_text()
+    page = summary.fragment(pd.DataFrame([{"claim": 1, "result": "PASS"}]), {"leaderboard_retina": board})
+    assert "<td>CARL</td>" in page and "<td>carl</td>" not in page
