@@ -100,8 +100,14 @@ def test_missing_rows_make_a_claim_fail_not_vanish(tmp_path):
     tables.write_table(pd.DataFrame([{"method": "x", "train_condition": "none", "test_set": "test",
                                       "test_condition": "none", "dice": 1.0, "dice_std": 0.0, "dice_before": 0.0,
                                       "folds_percent": 0.0, "pairs": 1}]), tmp_path, "retina")
-    first = claims.check_all(tmp_path)[0]
-    assert not first.passed and "not measured" in first.measured
+    tables.write_table(pd.DataFrame([{"method": "carl", "case": "[U,U]", "median_error_vox": 0.2}]), tmp_path,
+                       "equivariance")
+    checked = claims.check_all(tmp_path)
+    for number in (0, 4):  # no gradicon retina rows; no carl [W,U] row
+        assert not checked[number].passed and "not measured" in checked[number].measured
+    # titled by the claim it could not check, as when measured, not by the function that checks it
+    assert checked[0].text.startswith("GradICON registers not-shifted pairs")
+    assert checked[4].text == "CARL is [W,U]-equivariant; the U-Net baselines are only [U,U]-equivariant"
 
 
 def test_plateau_is_the_gain_over_the_last_quarter_of_the_steps():
