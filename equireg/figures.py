@@ -6,6 +6,7 @@ so reruns produce the same files.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -166,6 +167,18 @@ def toy1d(curve_csv: str | Path) -> plt.Figure:
                      "max_error": max_error, "margin": float(curve.x[interior].iloc[0])})
 
 
+#: characters per line of a row label in the qualitative figures: a vertical label longer than its
+#: row (about 20 characters) runs into the next row
+ROW_LABEL_WIDTH = 16
+
+
+def row_label(method: str) -> str:
+    """``method``'s display name on lines of at most ``ROW_LABEL_WIDTH`` characters, broken after a
+    colon and before a parenthesis first ("ablation:" / "transformer only")."""
+    parts = display_name(method).replace(": ", ":\n").replace(" (", "\n(").split("\n")
+    return "\n".join(line for part in parts for line in textwrap.wrap(part, ROW_LABEL_WIDTH, break_long_words=False))
+
+
 def _qualitative(examples: Sequence[str], methods: Sequence[str], prefix: str) -> plt.Figure:
     figure, axes = plt.subplots(len(examples), 4, figsize=(8.8, 2.1 * len(examples)), squeeze=False)
     for row, (method, path) in enumerate(zip(methods, examples)):
@@ -180,7 +193,7 @@ def _qualitative(examples: Sequence[str], methods: Sequence[str], prefix: str) -
             if row == 0:
                 axis.set_title(title)
         figure.colorbar(shown, ax=axes[row, 3], fraction=0.046, pad=0.04)
-        axes[row, 0].set_ylabel(display_name(method))
+        axes[row, 0].set_ylabel(row_label(method))
     return figure
 
 
