@@ -179,10 +179,12 @@ def row_label(method: str) -> str:
     return "\n".join(line for part in parts for line in textwrap.wrap(part, ROW_LABEL_WIDTH, break_long_words=False))
 
 
-def _qualitative(examples: Sequence[str], methods: Sequence[str], prefix: str) -> plt.Figure:
+def _qualitative(examples: Sequence[str], prefix: str) -> plt.Figure:
+    """One row per examples file (written by the evaluation, which names its ``method``)."""
     figure, axes = plt.subplots(len(examples), 4, figsize=(8.8, 2.1 * len(examples)), squeeze=False)
-    for row, (method, path) in enumerate(zip(methods, examples)):
+    for row, path in enumerate(examples):
         data = load_arrays(path)
+        method = str(data["method"].item())
         fixed, moving, warped = (data[f"{prefix}{key}"] for key in ("fixed", "moving", "warped"))
         for col, (title, image) in enumerate((("fixed", fixed), ("moving", moving), ("warped moving", warped),
                                               ("warped − fixed", warped - fixed))):
@@ -199,14 +201,12 @@ def _qualitative(examples: Sequence[str], methods: Sequence[str], prefix: str) -
 
 def qualitative_retina(examples: Sequence[str]) -> plt.Figure:
     """Fixed / moving / warped / difference on a shifted test pair, one row per method."""
-    # results/<preset>/retina/<method>/<train condition>/seed<k>_examples.npz
-    return _qualitative(examples, [Path(p).parent.parent.name for p in examples], "test_shift/")
+    return _qualitative(examples, "test_shift/")
 
 
 def qualitative_lung(examples: Sequence[str]) -> plt.Figure:
     """The same panel on the middle slice of a lung test pair."""
-    # results/<preset>/lung/<method>/seed<k>_examples.npz
-    return _qualitative(examples, [Path(p).parent.name for p in examples], "")
+    return _qualitative(examples, "")
 
 
 def vessel_masks(train: str) -> plt.Figure:

@@ -43,7 +43,12 @@ def fragment(claims: pd.DataFrame, leaderboards: dict[str, pd.DataFrame]) -> str
     return "\n".join(parts) + "\n"
 
 
-def write(claims_csv: str | Path, leaderboard_csvs: list[str | Path], path: str | Path) -> None:
-    """Write the landing page fragment from ``claims.csv`` and the leaderboard CSVs."""
-    leaderboards = {Path(csv).stem: pd.read_csv(csv, dtype=str, keep_default_na=False) for csv in leaderboard_csvs}
-    write_text(path, fragment(pd.read_csv(claims_csv, dtype=str, keep_default_na=False), leaderboards))
+def _read_cells(csv: str | Path) -> pd.DataFrame:
+    """A table's cells as written (``0.700`` stays ``0.700``, an empty cell stays empty)."""
+    return pd.read_csv(csv, dtype=str, keep_default_na=False)
+
+
+def write(claims_csv: str | Path, directory: str | Path, path: str | Path) -> None:
+    """Write the landing page fragment from ``claims.csv`` and the ``LEADERBOARDS`` tables in ``directory``."""
+    leaderboards = {name: _read_cells(Path(directory) / f"{name}.csv") for name in LEADERBOARDS}
+    write_text(path, fragment(_read_cells(claims_csv), leaderboards))

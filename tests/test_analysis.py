@@ -159,3 +159,15 @@ def test_leaderboards_show_display_names_and_their_csv_keeps_method_ids(tmp_path
     assert "GradICON & " in (tmp_path / "leaderboard_retina.tex").read_text()
     page = summary.fragment(pd.DataFrame([{"claim": 1, "result": "PASS"}]), {"leaderboard_retina": board})
     assert "<td>CARL</td>" in page and "<td>carl</td>" not in page
+
+
+def test_landing_page_reads_each_leaderboard_by_its_name(tmp_path):
+    _tables(tmp_path)
+    tables.write_table(tables.leaderboard_retina(tables.read(tmp_path, "retina")), tmp_path, "leaderboard_retina")
+    tables.write_table(tables.leaderboard_lung(tables.read(tmp_path, "lung")), tmp_path, "leaderboard_lung")
+    claims.write(tmp_path, tmp_path / "claims.md", csv_path=tmp_path / "claims.csv")
+    summary.write(tmp_path / "claims.csv", tmp_path, tmp_path / "summary.html")
+    page = (tmp_path / "summary.html").read_text()
+    for name, heading in summary.LEADERBOARDS.items():
+        assert f"<h3>{heading}</h3>" in page and f"equireg-{name}" in page
+    assert "<td>5.00</td>" in page  # cells as written, not re-read as numbers

@@ -96,7 +96,7 @@ rule claims:
 rule summary:
     input:
         claims=rules.claims.output.csv,
-        leaderboards=expand(
+        tables=expand(
             f"{RESULTS}/tables/{{name}}.csv",
             name=list(summary.LEADERBOARDS),
         ),
@@ -106,6 +106,8 @@ rule summary:
         f"{RESULTS}/logs/summary.log",
     conda:
         ENV
+    params:
+        tables=tables_directory,
     script:
         "../scripts/summary.py"
 
