@@ -29,6 +29,11 @@ CONDITION_NAMES = {"none": "not shifted", "shift": "shifted", "shift_scale": "sh
 COLOURS = {"unregistered": "#999999", "carl": "#D55E00", "carl_draft": "#CC79A7", "gradicon": "#0072B2",
            "voxelmorph": "#009E73", "classical": "#000000", "transformer_only": "#E69F00", "unet_only": "#56B4E9"}
 DPI = 300
+#: every figure and its section of the report, in the paper's order (the report sorts sections by
+#: name, hence the numbers)
+SECTIONS = {"retina_violin": "1 Retina", "qualitative_retina": "1 Retina", "shift_sweep": "1 Retina",
+            "vessel_masks": "1 Retina", "landscape": "2 Loss landscape", "toy1d": "3 1-D toy",
+            "qualitative_lung": "4 Lung", "learning_curves": "5 Training"}
 
 
 def palette(methods: Sequence[str]) -> dict[str, str]:

@@ -21,6 +21,10 @@ from equireg.methods import display_name
 from equireg.uncertainty import bootstrap_ci
 
 
+#: every table :func:`write_all` writes; the leaderboards first (the report's landing page shows them)
+NAMES = ["leaderboard_retina", "leaderboard_lung", "retina", "retina_pairs", "learning_curves", "plateau",
+         "shift_sweep", "equivariance", "lung", "toy1d", "landscape"]
+
 RETINA_KEYS = ["method", "train_condition", "seed", "test_set", "test_condition", "pair"]
 #: per-pair measurements of a retina run; the endpoint errors and the ceiling exist for synthetic pairs
 RETINA_VALUES = ["dice_before", "dice", "hd95_px", "folds_percent", "sdlogj", "epe_px", "epe_vessels_px",

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from equireg import claims, summary, tables
+from equireg import claims, reproduction, summary, tables
 from equireg.landscape import basin_width, loss_curve, mid_pixel_offsets
 from equireg.losses import SSD
 from equireg.wrappers import DisplacementField
@@ -171,3 +171,8 @@ def test_landing_page_reads_each_leaderboard_by_its_name(tmp_path):
     for name, heading in summary.LEADERBOARDS.items():
         assert f"<h3>{heading}</h3>" in page and f"equireg-{name}" in page
     assert "<td>5.00</td>" in page  # cells as written, not re-read as numbers
+
+
+def test_the_table_name_lists_that_the_workflow_imports_agree():
+    assert tables.NAMES[:len(summary.LEADERBOARDS)] == list(summary.LEADERBOARDS)  # landing page tables first
+    assert set(reproduction.TABLES) <= set(tables.NAMES)
