@@ -1,19 +1,22 @@
 """The paper's claims, checked against the measured tables; written as ``claims.md``.
 
 Each check states its criterion (the tolerance is part of the claim) and the numbers it used.
-A claim whose table lacks the rows it needs is reported as FAIL with the reason, never skipped.
+A claim whose table lacks the rows it needs is reported, under its title, as FAIL with the reason,
+never skipped.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from equireg import tables
-from equireg.files import write_text
+from equireg.files import write_csv, write_text
 from equireg.uncertainty import bootstrap_ci, wilcoxon_p
 
 #: claim 1: GradICON "fails" on shifted pairs if its Dice drops by more than this
@@ -39,6 +42,23 @@ class Claim:
     criterion: str
     measured: str
     passed: bool
+
+
+Check = Callable[..., tuple[str, str, bool]]
+
+
+def titled(text: str) -> Callable[[Check], Callable[..., Claim]]:
+    """Make a check, which returns (criterion, measured, passed), into a :class:`Claim` titled
+    ``text``: a claim whose table lacks the rows it needs is titled too, and fails with the reason."""
+    def decorate(check: Check) -> Callable[..., Claim]:
+        @functools.wraps(check)
+        def checked(*inputs: Any) -> Claim:
+            try:
+                return Claim(text, *check(*inputs))
+            except (LookupError, KeyError) as missing:
+                return Claim(text, "-", f"not measured: {missing}", False)
+        return checked
+    return decorate
 
 
 def _dice(retina: pd.DataFrame, method: str, train: str, test: str) -> pd.Series:
@@ -72,11 +92,11 @@ def _difference(a: np.ndarray, b: np.ndarray) -> str:
     return f"{(a - b).mean():.3f} [{low:.3f}, {high:.3f}], Wilcoxon p = {wilcoxon_p(a, b):.2g}, n = {len(a)}"
 
 
-def claim_gradicon(retina: pd.DataFrame, pairs: pd.DataFrame) -> Claim:
+@titled("GradICON registers not-shifted pairs but fails on shifted ones (trained on not-shifted pairs)")
+def claim_gradicon(retina: pd.DataFrame, pairs: pd.DataFrame) -> tuple[str, str, bool]:
     plain, shifted = _dice(retina, "gradicon", "none", "none"), _dice(retina, "gradicon", "none", "shift")
     a, b = _paired_dice(pairs, "gradicon", "none", ("none", "shift"))
-    return Claim(
-        "GradICON registers not-shifted pairs but fails on shifted ones (trained on not-shifted pairs)",
+    return (
         f"Dice(not shifted) > unregistered Dice, and Dice(shifted) < Dice(not shifted) - {GRADICON_DROP} "
         "(means over test pairs; [95 % bootstrap interval])",
         f"Dice not shifted {_mean_ci(plain)} (unregistered {plain.dice_before:.3f}); "
@@ -84,11 +104,11 @@ def claim_gradicon(retina: pd.DataFrame, pairs: pd.DataFrame) -> Claim:
         bool(plain.dice > plain.dice_before and shifted.dice < plain.dice - GRADICON_DROP))
 
 
-def claim_carl(retina: pd.DataFrame, pairs: pd.DataFrame) -> Claim:
+@titled("CARL registers not-shifted and shifted pairs about equally well (trained on not-shifted pairs)")
+def claim_carl(retina: pd.DataFrame, pairs: pd.DataFrame) -> tuple[str, str, bool]:
     plain, shifted = _dice(retina, "carl", "none", "none"), _dice(retina, "carl", "none", "shift")
     a, b = _paired_dice(pairs, "carl", "none", ("none", "shift"))
-    return Claim(
-        "CARL registers not-shifted and shifted pairs about equally well (trained on not-shifted pairs)",
+    return (
         f"|Dice(not shifted) - Dice(shifted)| <= {CARL_TOLERANCE} and both above their unregistered Dice "
         "(means over test pairs; [95 % bootstrap interval])",
         f"Dice not shifted {_mean_ci(plain)} (unregistered {plain.dice_before:.3f}); "
@@ -97,11 +117,11 @@ def claim_carl(retina: pd.DataFrame, pairs: pd.DataFrame) -> Claim:
              and shifted.dice > shifted.dice_before))
 
 
-def claim_landscape(landscape: pd.DataFrame) -> Claim:
+@titled("The loss basin of TwoStep{translation, network} is much wider than that of the translation alone "
+       "(network: the retina model named by the preset's landscape.method, GradICON by default)")
+def claim_landscape(landscape: pd.DataFrame) -> tuple[str, str, bool]:
     width = landscape.set_index("transform")["basin_width"]
-    return Claim(
-        "The loss basin of TwoStep{translation, network} is much wider than that of the translation alone "
-        "(network: the retina model named by the preset's landscape.method, GradICON by default)",
+    return (
         f"SSD against t, T(r) = r + [t, 0]; width of the basin around the minimum where the loss stays "
         f"below half depth (midpoint of its minimum and median; t in [0,1] units): "
         f"TwoStep >= {BASIN_RATIO} x translation",
@@ -109,29 +129,30 @@ def claim_landscape(landscape: pd.DataFrame) -> Claim:
         bool(width["twostep"] >= BASIN_RATIO * width["translation"]))
 
 
-def claim_toy(toy: pd.DataFrame) -> Claim:
+@titled("In 1-D, coordinate attention recovers A^-1 o B")
+def claim_toy(toy: pd.DataFrame) -> tuple[str, str, bool]:
     error = float(toy["max_error"].iloc[0])
-    return Claim("In 1-D, coordinate attention recovers A^-1 o B",
-                 f"largest error against (2/pi) arccos(x + 0.07 sin 3 pi x) away from the ends < {TOY_TOLERANCE}",
-                 f"max error {error:.4f}", error < TOY_TOLERANCE)
+    return (f"largest error against (2/pi) arccos(x + 0.07 sin 3 pi x) away from the ends < {TOY_TOLERANCE}",
+            f"max error {error:.4f}", error < TOY_TOLERANCE)
 
 
-def claim_equivariance(equivariance: pd.DataFrame) -> Claim:
+@titled("CARL is [W,U]-equivariant; the U-Net baselines are only [U,U]-equivariant")
+def claim_equivariance(equivariance: pd.DataFrame) -> tuple[str, str, bool]:
     median = equivariance.set_index(["method", "case"])["median_error_vox"]
     carl = float(median[("carl", "[W,U]")])
     unets = [m for m in ("gradicon", "voxelmorph", "unet_only") if (m, "[W,U]") in median.index]
     parts = [f"carl [W,U] {carl:.3f}"] + [
         f"{m} [U,U] {median[(m, '[U,U]')]:.3f} / [W,U] {median[(m, '[W,U]')]:.3f}" for m in unets]
     unets_fail = all(median[(m, "[W,U]")] > UNET_WU_FACTOR * max(carl, median[(m, "[U,U]")]) for m in unets)
-    return Claim(
-        "CARL is [W,U]-equivariant; the U-Net baselines are only [U,U]-equivariant",
+    return (
         f"CARL [W,U] median error < {CARL_WU_VOXELS} voxel; each U-Net's [W,U] median > {UNET_WU_FACTOR} x "
         f"max(CARL's [W,U], its own [U,U])",
         "; ".join(parts) + " (median error in voxels)",
         bool(carl < CARL_WU_VOXELS and unets and unets_fail))
 
 
-def claim_lung(lung: pd.DataFrame, copdgene: str | None) -> Claim:
+@titled("On lung, every method lowers the mTRE below the unregistered mTRE")
+def claim_lung(lung: pd.DataFrame, copdgene: str | None) -> tuple[str, str, bool]:
     parts = [f"{row.method} {row.mtre_mm:.2f} mm [{row.mtre_mm_ci_low:.2f}, {row.mtre_mm_ci_high:.2f}]"
              for row in lung.itertuples()]
     before = float(lung["mtre_before_mm"].iloc[0])
@@ -140,40 +161,31 @@ def claim_lung(lung: pd.DataFrame, copdgene: str | None) -> Claim:
         measured += "; paper (COPDGene): " + ", ".join(f"{k} {v} mm" for k, v in PAPER_COPDGENE_MM.items())
     else:
         measured += " (offline lung phantom; COPDGene not configured, so no comparison with the paper's numbers)"
-    return Claim("On lung, every method lowers the mTRE below the unregistered mTRE",
-                 "mTRE(method) < unregistered mTRE for every method", measured,
-                 bool((lung["mtre_mm"] < lung["mtre_before_mm"]).all()))
+    return ("mTRE(method) < unregistered mTRE for every method", measured,
+            bool((lung["mtre_mm"] < lung["mtre_before_mm"]).all()))
 
 
-def claim_plateau(plateau: pd.DataFrame) -> Claim:
+@titled("Every trained method is trained to its plateau (the numbers compare methods, not budgets)")
+def claim_plateau(plateau: pd.DataFrame) -> tuple[str, str, bool]:
     retina = plateau[plateau.score == "val_dice"]
     if retina.empty:
         raise LookupError("no retina learning curves")
     parts = [f"{row.method}/{row.train_condition}/seed{row.seed} {row.gain_last_quarter:+.3f} ({row.steps} steps)"
              for row in retina.itertuples()]
-    return Claim(
-        "Every trained method is trained to its plateau (the numbers compare methods, not budgets)",
+    return (
         f"validation Dice gain over the last 25 % of each run's steps <= {tables.PLATEAU_GAIN} "
         "(rise of the line fitted to that quarter's validation points; held-out validation pairs, "
         "never the test pairs)",
         "; ".join(parts), bool((retina.gain_last_quarter <= tables.PLATEAU_GAIN).all()))
 
 
-def _checked(check, *args) -> Claim:
-    try:
-        return check(*args)
-    except (LookupError, KeyError) as missing:
-        return Claim(check.__doc__ or check.__name__, "-", f"not measured: {missing}", False)
-
-
 def check_all(directory: str | Path, copdgene: str | None = None) -> list[Claim]:
     """The paper's six claims and the plateau check from the tables in ``directory``."""
     read = lambda name: tables.read(directory, name)  # noqa: E731
     retina, pairs = read("retina"), read("retina_pairs")
-    return [_checked(claim_gradicon, retina, pairs), _checked(claim_carl, retina, pairs),
-            _checked(claim_landscape, read("landscape")), _checked(claim_toy, read("toy1d")),
-            _checked(claim_equivariance, read("equivariance")), _checked(claim_lung, read("lung"), copdgene),
-            _checked(claim_plateau, read("plateau"))]
+    return [claim_gradicon(retina, pairs), claim_carl(retina, pairs), claim_landscape(read("landscape")),
+            claim_toy(read("toy1d")), claim_equivariance(read("equivariance")), claim_lung(read("lung"), copdgene),
+            claim_plateau(read("plateau"))]
 
 
 def render(claims: list[Claim]) -> str:
@@ -199,4 +211,4 @@ def write(directory: str | Path, path: str | Path, copdgene: str | None = None,
     checked = check_all(directory, copdgene)
     write_text(path, render(checked))
     if csv_path is not None:
-        write_text(csv_path, table(checked).to_csv(index=False))
+        write_csv(csv_path, table(checked))

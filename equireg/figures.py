@@ -6,6 +6,7 @@ so reruns produce the same files.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,22 +20,20 @@ import seaborn as sns  # noqa: E402
 from equireg import tables  # noqa: E402
 from equireg.data.datasets import load_arrays  # noqa: E402
 from equireg.files import atomic_path  # noqa: E402
+from equireg.methods import DISPLAY_NAMES, display_name  # noqa: E402
 from equireg.methods import trained as trained_methods  # noqa: E402
 
 CONDITION_NAMES = {"none": "not shifted", "shift": "shifted", "shift_scale": "shifted+scaled"}
-#: how methods are named in figures, in the order they are drawn
-DISPLAY_NAMES = {"unregistered": "unregistered", "carl": "CARL", "carl_draft": "CARL (draft tree)",
-                 "gradicon": "GradICON", "voxelmorph": "VoxelMorph", "classical": "classical (SimpleITK)",
-                 "transformer_only": "ablation: transformer only", "unet_only": "ablation: U-Net only"}
 #: one colour per method in every figure: Okabe-Ito, safe for colour-blind readers; grey for the
 #: unregistered reference
 COLOURS = {"unregistered": "#999999", "carl": "#D55E00", "carl_draft": "#CC79A7", "gradicon": "#0072B2",
            "voxelmorph": "#009E73", "classical": "#000000", "transformer_only": "#E69F00", "unet_only": "#56B4E9"}
 DPI = 300
-
-
-def display_name(method: str) -> str:
-    return DISPLAY_NAMES.get(method, method)
+#: every figure and its section of the report, in the paper's order (the report sorts sections by
+#: name, hence the numbers)
+SECTIONS = {"retina_violin": "1 Retina", "qualitative_retina": "1 Retina", "shift_sweep": "1 Retina",
+            "vessel_masks": "1 Retina", "landscape": "2 Loss landscape", "toy1d": "3 1-D toy",
+            "qualitative_lung": "4 Lung", "learning_curves": "5 Training"}
 
 
 def palette(methods: Sequence[str]) -> dict[str, str]:
@@ -173,10 +172,24 @@ def toy1d(curve_csv: str | Path) -> plt.Figure:
                      "max_error": max_error, "margin": float(curve.x[interior].iloc[0])})
 
 
-def _qualitative(examples: Sequence[str], methods: Sequence[str], prefix: str) -> plt.Figure:
+#: characters per line of a row label in the qualitative figures: a vertical label longer than its
+#: row (about 20 characters) runs into the next row
+ROW_LABEL_WIDTH = 16
+
+
+def row_label(method: str) -> str:
+    """``method``'s display name on lines of at most ``ROW_LABEL_WIDTH`` characters, broken after a
+    colon and before a parenthesis first ("ablation:" / "transformer only")."""
+    parts = display_name(method).replace(": ", ":\n").replace(" (", "\n(").split("\n")
+    return "\n".join(line for part in parts for line in textwrap.wrap(part, ROW_LABEL_WIDTH, break_long_words=False))
+
+
+def _qualitative(examples: Sequence[str], prefix: str) -> plt.Figure:
+    """One row per examples file (written by the evaluation, which names its ``method``)."""
     figure, axes = plt.subplots(len(examples), 4, figsize=(8.8, 2.1 * len(examples)), squeeze=False)
-    for row, (method, path) in enumerate(zip(methods, examples)):
+    for row, path in enumerate(examples):
         data = load_arrays(path)
+        method = str(data["method"].item())
         fixed, moving, warped = (data[f"{prefix}{key}"] for key in ("fixed", "moving", "warped"))
         for col, (title, image) in enumerate((("fixed", fixed), ("moving", moving), ("warped moving", warped),
                                               ("warped − fixed", warped - fixed))):
@@ -187,20 +200,18 @@ def _qualitative(examples: Sequence[str], methods: Sequence[str], prefix: str) -
             if row == 0:
                 axis.set_title(title)
         figure.colorbar(shown, ax=axes[row, 3], fraction=0.046, pad=0.04)
-        axes[row, 0].set_ylabel(display_name(method))
+        axes[row, 0].set_ylabel(row_label(method))
     return figure
 
 
 def qualitative_retina(examples: Sequence[str]) -> plt.Figure:
     """Fixed / moving / warped / difference on a shifted test pair, one row per method."""
-    # results/<preset>/retina/<method>/<train condition>/seed<k>_examples.npz
-    return _qualitative(examples, [Path(p).parent.parent.name for p in examples], "test_shift/")
+    return _qualitative(examples, "test_shift/")
 
 
 def qualitative_lung(examples: Sequence[str]) -> plt.Figure:
     """The same panel on the middle slice of a lung test pair."""
-    # results/<preset>/lung/<method>/seed<k>_examples.npz
-    return _qualitative(examples, [Path(p).parent.name for p in examples], "")
+    return _qualitative(examples, "")
 
 
 def vessel_masks(train: str) -> plt.Figure:

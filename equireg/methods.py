@@ -44,6 +44,12 @@ METHODS: dict[str, Method] = {
     "unet_only": Method("equireg.carl:build_unet_only"),
 }
 
+#: how methods are named to readers (figures, leaderboards, the report), in the order figures draw them;
+#: a method not listed (a plugin) keeps its registered name
+DISPLAY_NAMES = {"unregistered": "unregistered", "carl": "CARL", "carl_draft": "CARL (draft tree)",
+                 "gradicon": "GradICON", "voxelmorph": "VoxelMorph", "classical": "classical (SimpleITK)",
+                 "transformer_only": "ablation: transformer only", "unet_only": "ablation: U-Net only"}
+
 # loss name -> "module:class"; every class is constructed as ``cls(net, similarity, lmbda, **extra)``
 # and called as ``loss(moving, fixed) -> dict[str, Tensor]`` with the total under "loss".
 LOSSES: dict[str, str] = {
@@ -75,6 +81,11 @@ def registry() -> dict[str, Method]:
                              f"{error.__class__.__name__}: {error}") from None
         found[entry.name] = Method(entry.value, trains=bool(getattr(builder, "trains", True)))
     return found
+
+
+def display_name(method: str) -> str:
+    """The name readers see for ``method`` (``DISPLAY_NAMES``)."""
+    return DISPLAY_NAMES.get(method, method)
 
 
 def names() -> list[str]:

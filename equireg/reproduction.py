@@ -18,6 +18,8 @@ import pandas as pd
 from equireg import tables
 from equireg.files import write_text
 
+#: the tables whose headline numbers are compared (:func:`headlines`)
+TABLES = ["retina", "retina_pairs", "lung", "equivariance", "landscape"]
 #: retina headline: Dice of models trained on not-shifted pairs, on these test conditions
 RETINA_TESTS = ("none", "shift")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from equireg import tables
 from equireg.files import write_text
 
 #: leaderboard tables shown under the claims, with their headings
@@ -33,15 +34,21 @@ def _table(frame: pd.DataFrame, css_class: str) -> str:
 
 
 def fragment(claims: pd.DataFrame, leaderboards: dict[str, pd.DataFrame]) -> str:
-    """The claims table followed by each leaderboard under its heading."""
+    """The claims table followed by each leaderboard under its heading, methods by display name."""
     passed = int((claims["result"] == "PASS").sum())
     parts = [STYLE, f"<h3>Claims: {passed} of {len(claims)} PASS</h3>", _table(claims, "equireg-claims")]
     for name, frame in leaderboards.items():
-        parts += [f"<h3>{html.escape(LEADERBOARDS.get(name, name))}</h3>", _table(frame, f"equireg-{name}")]
+        parts += [f"<h3>{html.escape(LEADERBOARDS.get(name, name))}</h3>",
+                  _table(tables.for_readers(frame), f"equireg-{name}")]
     return "\n".join(parts) + "\n"
 
 
-def write(claims_csv: str | Path, leaderboard_csvs: list[str | Path], path: str | Path) -> None:
-    """Write the landing page fragment from ``claims.csv`` and the leaderboard CSVs."""
-    leaderboards = {Path(csv).stem: pd.read_csv(csv, dtype=str, keep_default_na=False) for csv in leaderboard_csvs}
-    write_text(path, fragment(pd.read_csv(claims_csv, dtype=str, keep_default_na=False), leaderboards))
+def _read_cells(csv: str | Path) -> pd.DataFrame:
+    """A table's cells as written (``0.700`` stays ``0.700``, an empty cell stays empty)."""
+    return pd.read_csv(csv, dtype=str, keep_default_na=False)
+
+
+def write(claims_csv: str | Path, directory: str | Path, path: str | Path) -> None:
+    """Write the landing page fragment from ``claims.csv`` and the ``LEADERBOARDS`` tables in ``directory``."""
+    leaderboards = {name: _read_cells(Path(directory) / f"{name}.csv") for name in LEADERBOARDS}
+    write_text(path, fragment(_read_cells(claims_csv), leaderboards))

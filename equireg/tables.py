@@ -15,12 +15,15 @@ import numpy as np
 import pandas as pd
 
 from equireg import metrics
-from equireg.files import write_text
+from equireg.files import FLOAT_FORMAT, write_csv, write_text
 from equireg.landscape import basin_width
+from equireg.methods import display_name
 from equireg.uncertainty import bootstrap_ci
 
-FLOAT_FORMAT = "%.6g"
 
+#: every table :func:`write_all` writes; the leaderboards first (the report's landing page shows them)
+NAMES = ["leaderboard_retina", "leaderboard_lung", "retina", "retina_pairs", "learning_curves", "plateau",
+         "shift_sweep", "equivariance", "lung", "toy1d", "landscape"]
 
 RETINA_KEYS = ["method", "train_condition", "seed", "test_set", "test_condition", "pair"]
 #: per-pair measurements of a retina run; the endpoint errors and the ceiling exist for synthetic pairs
@@ -187,6 +190,12 @@ def leaderboard_lung(lung: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(board).fillna("")
 
 
+def for_readers(board: pd.DataFrame) -> pd.DataFrame:
+    """A leaderboard as readers see it (Markdown, LaTeX, the report): methods by their display names,
+    as in the README and the figures. Its CSV keeps the method ids that the other tables use."""
+    return board.assign(method=board.method.map(display_name))
+
+
 def toy1d(path: str) -> pd.DataFrame:
     """Largest error of the 1-D toy against the analytic A^-1 o B, away from the ends."""
     from equireg.toy1d import toy_error
@@ -234,12 +243,17 @@ def to_latex(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(frame: pd.DataFrame, directory: str | Path, name: str) -> None:
-    """``name.csv``, ``name.md`` and ``name.tex`` in ``directory``."""
+def write_table(frame: pd.DataFrame, directory: str | Path, name: str, shown: pd.DataFrame | None = None) -> None:
+    """``name.csv`` in ``directory``, and ``name.md`` and ``name.tex`` of ``shown`` (default: ``frame``)."""
     directory = Path(directory)
-    write_text(directory / f"{name}.csv", frame.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n"))
-    write_text(directory / f"{name}.md", to_markdown(frame))
-    write_text(directory / f"{name}.tex", to_latex(frame))
+    shown = frame if shown is None else shown
+    write_csv(directory / f"{name}.csv", frame)
+    write_text(directory / f"{name}.md", to_markdown(shown))
+    write_text(directory / f"{name}.tex", to_latex(shown))
+
+
+def _write_leaderboard(board: pd.DataFrame, directory: str | Path, name: str) -> None:
+    write_table(board, directory, name, shown=for_readers(board))
 
 
 def write_all(inputs: Any, directory: str | Path) -> None:
@@ -248,7 +262,7 @@ def write_all(inputs: Any, directory: str | Path) -> None:
     write_table(pairs, directory, "retina_pairs")
     retina_table = retina(pairs)
     write_table(retina_table, directory, "retina")
-    write_table(leaderboard_retina(retina_table), directory, "leaderboard_retina")
+    _write_leaderboard(leaderboard_retina(retina_table), directory, "leaderboard_retina")
     curves = learning_curves(inputs.curves)
     write_table(curves, directory, "learning_curves")
     write_table(plateau(curves), directory, "plateau")
@@ -256,7 +270,7 @@ def write_all(inputs: Any, directory: str | Path) -> None:
     write_table(equivariance(inputs.equivariance), directory, "equivariance")
     lung_table = lung(inputs.lung)
     write_table(lung_table, directory, "lung")
-    write_table(leaderboard_lung(lung_table), directory, "leaderboard_lung")
+    _write_leaderboard(leaderboard_lung(lung_table), directory, "leaderboard_lung")
     write_table(toy1d(inputs.toy1d), directory, "toy1d")
     write_table(landscape(inputs.landscape), directory, "landscape")
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from equireg import claims, tables
+from equireg import claims, reproduction, summary, tables
 from equireg.landscape import basin_width, loss_curve, mid_pixel_offsets
 from equireg.losses import SSD
 from equireg.wrappers import DisplacementField
@@ -100,8 +100,14 @@ def test_missing_rows_make_a_claim_fail_not_vanish(tmp_path):
     tables.write_table(pd.DataFrame([{"method": "x", "train_condition": "none", "test_set": "test",
                                       "test_condition": "none", "dice": 1.0, "dice_std": 0.0, "dice_before": 0.0,
                                       "folds_percent": 0.0, "pairs": 1}]), tmp_path, "retina")
-    first = claims.check_all(tmp_path)[0]
-    assert not first.passed and "not measured" in first.measured
+    tables.write_table(pd.DataFrame([{"method": "carl", "case": "[U,U]", "median_error_vox": 0.2}]), tmp_path,
+                       "equivariance")
+    checked = claims.check_all(tmp_path)
+    for number in (0, 4):  # no gradicon retina rows; no carl [W,U] row
+        assert not checked[number].passed and "not measured" in checked[number].measured
+    # titled by the claim it could not check, as when measured, not by the function that checks it
+    assert checked[0].text.startswith("GradICON registers not-shifted pairs")
+    assert checked[4].text == "CARL is [W,U]-equivariant; the U-Net baselines are only [U,U]-equivariant"
 
 
 def test_plateau_is_the_gain_over_the_last_quarter_of_the_steps():
@@ -142,3 +148,31 @@ def test_leaderboards_give_each_method_its_interval(tmp_path):
     lung = tables.leaderboard_lung(tables.read(tmp_path, "lung")).set_index("method")
     assert lung.loc["gradicon", "mtre_mm"] == "2.00 [1.80, 2.20]" and lung.loc["unregistered", "mtre_mm"] == "5.00"
     assert "nan" not in tables.to_markdown(tables.leaderboard_lung(tables.read(tmp_path, "lung")))
+
+
+def test_leaderboards_show_display_names_and_their_csv_keeps_method_ids(tmp_path):
+    _tables(tmp_path)
+    board = tables.leaderboard_retina(tables.read(tmp_path, "retina"))
+    tables.write_table(board, tmp_path, "leaderboard_retina", shown=tables.for_readers(board))
+    assert list(tables.read(tmp_path, "leaderboard_retina").method) == ["unregistered", "carl", "gradicon"]
+    assert "| CARL | " in (tmp_path / "leaderboard_retina.md").read_text()
+    assert "GradICON & " in (tmp_path / "leaderboard_retina.tex").read_text()
+    page = summary.fragment(pd.DataFrame([{"claim": 1, "result": "PASS"}]), {"leaderboard_retina": board})
+    assert "<td>CARL</td>" in page and "<td>carl</td>" not in page
+
+
+def test_landing_page_reads_each_leaderboard_by_its_name(tmp_path):
+    _tables(tmp_path)
+    tables.write_table(tables.leaderboard_retina(tables.read(tmp_path, "retina")), tmp_path, "leaderboard_retina")
+    tables.write_table(tables.leaderboard_lung(tables.read(tmp_path, "lung")), tmp_path, "leaderboard_lung")
+    claims.write(tmp_path, tmp_path / "claims.md", csv_path=tmp_path / "claims.csv")
+    summary.write(tmp_path / "claims.csv", tmp_path, tmp_path / "summary.html")
+    page = (tmp_path / "summary.html").read_text()
+    for name, heading in summary.LEADERBOARDS.items():
+        assert f"<h3>{heading}</h3>" in page and f"equireg-{name}" in page
+    assert "<td>5.00</td>" in page  # cells as written, not re-read as numbers
+
+
+def test_the_table_name_lists_that_the_workflow_imports_agree():
+    assert tables.NAMES[:len(summary.LEADERBOARDS)] == list(summary.LEADERBOARDS)  # landing page tables first
+    assert set(reproduction.TABLES) <= set(tables.NAMES)

@@ -1,11 +1,13 @@
 """Library functions behind the workflow rules, on tiny inputs."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from test_data_loaders import random_points, write_dirlab_case
 
 from equireg import experiments
 from equireg.data import loaders
+from equireg.data.datasets import load_arrays
 
 
 def _write_copdgene(root, shape):
@@ -51,3 +53,25 @@ def test_load_pairs_names_a_broken_file(tmp_path):
     broken.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ValueError, match="broken.npz"):
         experiments.load_pairs(broken)
+
+
+def test_evaluation_rows_name_the_test_set_the_pair_set_says_it_is(tmp_path):
+    rng = np.random.default_rng(0)
+    images = {name: rng.random((2, 1, 16, 16)).astype(np.float32)
+              for name in ("moving", "fixed", "moving_label", "fixed_label")}
+    misnamed = tmp_path / "test_none.npz"  # the file's name is not what it is
+    experiments.save_pairs(misnamed, **images, split=np.array("real"), condition=np.array("shift_scale"))
+    experiments.evaluate_retina("voxelmorph", None, [misnamed], tmp_path / "run.csv", tmp_path / "examples.npz",
+                                {"compute": {"device": "cpu", "precision": "fp32"}}, "none", 0)
+    rows = pd.read_csv(tmp_path / "run.csv")
+    assert set(rows.test_set) == {"real"} and set(rows.test_condition) == {"shift_scale"}
+    examples = load_arrays(tmp_path / "examples.npz")
+    assert examples["method"].item() == "voxelmorph" and "real_shift_scale/warped" in examples
+
+
+def test_a_pair_set_that_does_not_say_what_it_is_is_refused(tmp_path):
+    unnamed = tmp_path / "test_none.npz"
+    experiments.save_pairs(unnamed, moving=np.zeros((1, 1, 8, 8), np.float32), fixed=np.zeros((1, 1, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="does not say its split and condition"):
+        experiments.evaluate_retina("voxelmorph", None, [unnamed], tmp_path / "run.csv", tmp_path / "examples.npz",
+                                    {"compute": {"device": "cpu", "precision": "fp32"}}, "none", 0)

@@ -116,7 +116,10 @@ def test_smoke_preset_runs_end_to_end_and_reproduces(tmp_path):
     assert claims_table[0] == ["claim", "text", "criterion", "measured", "result"] and len(claims_table) == 1 + 7
     assert {row[-1] for row in claims_table[1:]} <= {"PASS", "FAIL"}
     board = landing["equireg-leaderboard_retina"]
-    assert board[1][0] == "unregistered" and {"carl", "gradicon", "classical"} <= {row[0] for row in board[1:]}
+    # methods by the names the README and the figures use; the leaderboard CSVs keep the method ids
+    assert board[1][0] == "unregistered" and {"CARL", "GradICON", "classical (SimpleITK)"} <= {row[0] for row in board[1:]}
+    assert "| CARL |" in (first / "tables" / "leaderboard_retina.md").read_text()
+    assert "\ncarl," in (first / "tables" / "leaderboard_retina.csv").read_text()
     assert "equireg-leaderboard_lung" in landing
     sections = re.search(r"var categories = (\{.*?\});", html).group(1)
     assert sections.index('"1 Retina"') < sections.index('"4 Lung"') < sections.index('"5 Training"')

@@ -1,6 +1,6 @@
 """The benchmark's experiments as library functions; workflow scripts are thin calls into these.
 
-One module per concern: :mod:`.jobs` (job setup, pair-set and result files), :mod:`.pairs` (the
+One module per concern: :mod:`.jobs` (job setup and pair-set files), :mod:`.pairs` (the
 data sets), :mod:`.training_runs`, :mod:`.evaluation` and :mod:`.analyses` (shift sweep,
 equivariance, landscape, 1-D toy).
 
@@ -13,7 +13,7 @@ for lung, ``fixed_landmarks`` / ``moving_landmarks`` (``[N, K, D]`` voxels, arra
 from equireg.experiments.analyses import EQUIVARIANCE_STRIDE, equivariance, landscape, shift_sweep, toy1d
 from equireg.experiments.evaluation import (DICE_THRESHOLD, EVALUATION_BATCH, dice_rows, evaluate_lung,
                                             evaluate_retina, load_network, register_pairs)
-from equireg.experiments.jobs import PathLike, load_pairs, save_pairs, setup_job, write_csv, write_json
+from equireg.experiments.jobs import PathLike, load_pairs, save_pairs, setup_job
 from equireg.experiments.pairs import (DATA_SEEDS, MASK_OFFSETS, build_lung_set, build_retina_set,
                                        build_sweep_set, retina_masks)
 from equireg.experiments.training_runs import VALIDATIONS_PER_RUN, train_method, validation_scores
@@ -22,4 +22,4 @@ __all__ = ["DATA_SEEDS", "DICE_THRESHOLD", "EQUIVARIANCE_STRIDE", "EVALUATION_BA
            "VALIDATIONS_PER_RUN", "build_lung_set", "build_retina_set", "build_sweep_set", "dice_rows", "equivariance",
            "evaluate_lung", "evaluate_retina", "landscape", "load_network", "load_pairs", "register_pairs",
            "retina_masks", "save_pairs", "setup_job", "shift_sweep", "toy1d", "train_method",
-           "validation_scores", "write_csv", "write_json"]
+           "validation_scores"]

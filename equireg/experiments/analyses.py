@@ -11,7 +11,8 @@ import torch
 
 from equireg import devices
 from equireg.experiments.evaluation import dice_rows, load_network, register_pairs
-from equireg.experiments.jobs import PathLike, load_pairs, write_csv, write_json
+from equireg.experiments.jobs import PathLike, load_pairs
+from equireg.files import write_csv, write_json
 
 #: pooling factor of Xi in CARL's trees: equivariance is measured on sizes 1 + a multiple of it
 EQUIVARIANCE_STRIDE = 4

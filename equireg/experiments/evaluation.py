@@ -4,7 +4,6 @@ endpoint error (retina), TRE and lung-mask overlap (lung), seconds per pair."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -12,8 +11,8 @@ import pandas as pd
 import torch
 
 from equireg import devices, metrics, training
-from equireg.experiments.jobs import PathLike, load_pairs, save_pairs, write_csv
-from equireg.files import write_text
+from equireg.experiments.jobs import PathLike, load_pairs, save_pairs
+from equireg.files import write_csv
 from equireg.transforms import Transform, map_points, warp
 
 #: vessel maps are soft after average pooling; a voxel counts as vessel above this (carl.md §7)
@@ -121,41 +120,48 @@ def _write_runtime(path: PathLike | None, rows: list[dict[str, Any]], net) -> No
     if path is not None:
         device = devices.of(net).type
         frame = pd.DataFrame([{**row, "device": device} for row in rows])
-        write_text(path, frame.to_csv(sep="\t", index=False, float_format="%.6g"))
+        write_csv(path, frame, separator="\t")
 
 
 def _runtime_row(run: dict[str, Any], seconds: list[float]) -> dict[str, Any]:
     return {**run, "pairs": len(seconds), "seconds_per_pair": float(np.median(seconds))}
 
 
+def split_and_condition(pairs: dict[str, np.ndarray], path: PathLike) -> tuple[str, str]:
+    """The split and condition that a retina pair set says it is (see ``build_retina_set``)."""
+    if "split" not in pairs or "condition" not in pairs:
+        raise ValueError(f"{path}: pair set does not say its split and condition; rebuild it (rule retina_data)")
+    return str(pairs["split"].item()), str(pairs["condition"].item())
+
+
 def evaluate_retina(method: str, model: PathLike | None, tests: Sequence[PathLike], table: PathLike,
                     examples: PathLike, settings: dict[str, Any], train_condition: str, seed: int,
                     runtime: PathLike | None = None) -> None:
-    """The measurements of :func:`dice_rows` for every pair of every test set; test sets are named
-    ``<split>_<condition>.npz``. Every row names its run (method, train condition, seed) and test
-    set, so the file says what it is. ``runtime`` gets the seconds per pair of each test set."""
+    """The measurements of :func:`dice_rows` for every pair of every test set. Every row names its
+    run (method, train condition, seed) and test set (split and condition, as the pair set says),
+    so the file says what it is; so does ``examples`` (its ``method``). ``runtime`` gets the seconds
+    per pair of each test set."""
     net = load_network(method, model, 2, settings)
     rows, example_arrays, timings = [], {}, []
     for test in tests:
-        name = Path(test).stem
-        split, condition = name.split("_", 1)
         pairs = load_pairs(test)
+        split, condition = split_and_condition(pairs, test)
         seconds: list[float] = []
         maps = register_pairs(net, pairs["moving"], pairs["fixed"], seconds)
         run = {"method": method, "train_condition": train_condition, "seed": seed, "test_set": split,
                "test_condition": condition}
         rows += [{**run, **row} for row in dice_rows(pairs, maps)]
         timings.append(_runtime_row(run, seconds))
-        example_arrays.update({f"{name}/{k}": v for k, v in examples_of(pairs, maps).items()})
+        example_arrays.update({f"{split}_{condition}/{k}": v for k, v in examples_of(pairs, maps).items()})
     write_csv(table, pd.DataFrame(rows))
-    save_pairs(examples, **example_arrays)
+    save_pairs(examples, method=np.array(method), **example_arrays)
     _write_runtime(runtime, timings, net)
 
 
 def evaluate_lung(method: str, model: PathLike | None, test: PathLike, table: PathLike,
                   examples: PathLike, settings: dict[str, Any], seed: int, runtime: PathLike | None = None) -> None:
-    """mTRE in mm (before / after) and % folds per lung pair; every row names its method and seed.
-    ``runtime`` gets the seconds per pair."""
+    """mTRE in mm (before / after) and % folds per lung pair; every row names its method and seed,
+    and ``examples`` its method. ``runtime`` gets the seconds per pair."""
     pairs = load_pairs(test)
     net = load_network(method, model, 3, settings)
     seconds: list[float] = []
@@ -165,7 +171,7 @@ def evaluate_lung(method: str, model: PathLike | None, test: PathLike, table: Pa
     write_csv(table, pd.DataFrame([{"method": method, "seed": seed, **row} for row in rows]))
     middle = shape[0] // 2
     example = examples_of(pairs, maps)
-    save_pairs(examples, **{k: v[middle] for k, v in example.items()})
+    save_pairs(examples, method=np.array(method), **{k: v[middle] for k, v in example.items()})
     _write_runtime(runtime, [_runtime_row({"method": method, "seed": seed}, seconds)], net)
 
 

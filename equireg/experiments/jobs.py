@@ -1,17 +1,14 @@
-"""Plumbing shared by the workflow's jobs: job setup, pair-set files and result files."""
+"""Plumbing shared by the workflow's jobs: job setup and pair-set files (result files: :mod:`equireg.files`)."""
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
 from equireg.data.datasets import load_arrays, save_arrays
-from equireg.files import write_text
 
 PathLike = str | os.PathLike
 
@@ -45,11 +42,3 @@ def load_pairs(path: PathLike) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: pair set lacks {sorted(missing)}")
     return arrays
 
-
-def write_csv(path: PathLike, frame: pd.DataFrame) -> None:
-    write_text(path, frame.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
-
-
-def write_json(path: PathLike, value: Any) -> None:
-    """Write JSON atomically with sorted keys (byte-reproducible)."""
-    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")

@@ -41,13 +41,14 @@ def retina_masks(split: str, settings: dict[str, Any], drive: PathLike | None = 
 
 def build_retina_set(path: PathLike, split: str, condition: str, settings: dict[str, Any],
                      drive: PathLike | None = None) -> None:
-    """One retina pair set: every mask and its vertical flip, ``warps_per_image`` warps each."""
+    """One retina pair set: every mask and its vertical flip, ``warps_per_image`` warps each; the
+    file says which ``split`` and ``condition`` it is (its ``split`` and ``condition`` arrays)."""
     from equireg.data.perturb import retina_dataset
 
     # test pairs keep their exact maps for the endpoint error; training needs none
     pairs = retina_dataset(retina_masks(split, settings, drive), condition, settings["warps_per_image"],
                            seed=DATA_SEEDS[split], pool=settings["pool"], with_map=split != "train")
-    save_pairs(path, **pairs.arrays())
+    save_pairs(path, **pairs.arrays(), split=np.array(split), condition=np.array(condition))
 
 
 def build_sweep_set(path: PathLike, sweep: dict[str, Any], retina: dict[str, Any]) -> None:

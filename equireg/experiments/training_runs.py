@@ -13,7 +13,8 @@ import pandas as pd
 from equireg import devices, training
 from equireg.data.datasets import PairBatches
 from equireg.experiments.evaluation import dice_rows, lung_rows, register_lung_pairs, register_pairs
-from equireg.experiments.jobs import PathLike, load_pairs, write_csv
+from equireg.experiments.jobs import PathLike, load_pairs
+from equireg.files import write_csv
 
 #: validation points per training run (its learning curve)
 VALIDATIONS_PER_RUN = 20

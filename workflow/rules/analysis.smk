@@ -3,7 +3,7 @@
 
 rule sweep_data:
     output:
-        f"{RESULTS}/data/retina/sweep.npz",
+        pairs=f"{RESULTS}/data/retina/sweep.npz",
     log:
         f"{RESULTS}/logs/sweep_data.log",
     priority: DATA_PRIORITY
@@ -19,9 +19,9 @@ rule sweep_data:
 rule shift_sweep:
     input:
         model=sweep_model,
-        pairs=rules.sweep_data.output[0],
+        pairs=rules.sweep_data.output.pairs,
     output:
-        f"{RESULTS}/shift_sweep/{{method}}.csv",
+        table=f"{RESULTS}/shift_sweep/{{method}}.csv",
     log:
         f"{RESULTS}/logs/shift_sweep/{{method}}.log",
     conda:
@@ -36,9 +36,9 @@ rule shift_sweep:
 rule equivariance:
     input:
         model=sweep_model,
-        test=f"{RESULTS}/data/retina/test_none.npz",
+        test=retina_set("test", "none"),
     output:
-        f"{RESULTS}/equivariance/{{method}}.json",
+        errors=f"{RESULTS}/equivariance/{{method}}.json",
     log:
         f"{RESULTS}/logs/equivariance/{{method}}.log",
     conda:
@@ -53,10 +53,10 @@ rule equivariance:
 
 rule landscape:
     input:
-        pairs=f"{RESULTS}/data/retina/train_none.npz",
+        pairs=retina_set("train", "none"),
         model=not_shifted_model(LANDSCAPE["method"]),
     output:
-        f"{RESULTS}/landscape/landscape.csv",
+        curve=f"{RESULTS}/landscape/landscape.csv",
     log:
         f"{RESULTS}/logs/landscape.log",
     benchmark:
@@ -74,7 +74,7 @@ rule landscape:
 
 rule toy1d:
     output:
-        f"{RESULTS}/toy1d/toy1d.csv",
+        curve=f"{RESULTS}/toy1d/toy1d.csv",
     log:
         f"{RESULTS}/logs/toy1d.log",
     conda:

@@ -3,7 +3,7 @@ import os
 
 from snakemake.exceptions import WorkflowError
 
-from equireg import methods, summary
+from equireg import figures, methods, reproduction, summary, tables
 
 PRESET = config["preset"]
 if PRESET not in config["presets"]:
@@ -174,46 +174,27 @@ def retina_methods():
     return list(dict.fromkeys(RETINA["methods"] + RETINA["ablations"]))
 
 
-# the leaderboards first: the report's landing page shows them (equireg.summary)
-TABLES = [
-    *summary.LEADERBOARDS,
-    "retina",
-    "retina_pairs",
-    "learning_curves",
-    "plateau",
-    "shift_sweep",
-    "equivariance",
-    "lung",
-    "toy1d",
-    "landscape",
-]
-# the tables whose headline numbers reproduction.md compares (equireg.reproduction.headlines)
-REPRODUCED_TABLES = ["retina", "retina_pairs", "lung", "equivariance", "landscape"]
-# every figure and its section of the report, in the paper's order (the report sorts sections
-# by name, hence the numbers)
-FIGURE_SECTIONS = {
-    "retina_violin": "1 Retina",
-    "qualitative_retina": "1 Retina",
-    "shift_sweep": "1 Retina",
-    "vessel_masks": "1 Retina",
-    "landscape": "2 Loss landscape",
-    "toy1d": "3 1-D toy",
-    "qualitative_lung": "4 Lung",
-    "learning_curves": "5 Training",
-}
-FIGURES = list(FIGURE_SECTIONS)
+def retina_set(split, condition="{condition}"):
+    """One retina pair set of rule retina_data (its pattern when ``condition`` is left open)."""
+    return rules.retina_data.output.pairs.format(split=split, condition=condition)
+
+
+# the library names its tables (equireg.tables, the leaderboards first: the report's landing
+# page shows them), the tables reproduction.md compares (equireg.reproduction) and every figure
+# with its section of the report (equireg.figures)
+FIGURES = list(figures.SECTIONS)
+TABLE = f"{RESULTS}/tables/{{name}}.{{ext}}"
+FIGURE = f"{RESULTS}/figures/{{name}}.{{ext}}"
+REFERENCE_TABLE = "results/reference/tables/{name}.{ext}"
+REFERENCE_FIGURE = "results/reference/figures/{name}.{ext}"
 
 
 def all_tables():
-    return expand(
-        f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLES, ext=["csv", "md", "tex"]
-    )
+    return expand(TABLE, name=tables.NAMES, ext=["csv", "md", "tex"])
 
 
 def all_figures():
-    return expand(
-        f"{RESULTS}/figures/{{name}}.{{ext}}", name=FIGURES, ext=["png", "pdf"]
-    )
+    return expand(FIGURE, name=FIGURES, ext=["png", "pdf"])
 
 
 def tables_directory(wildcards, input):

@@ -3,7 +3,7 @@
 
 rule lung_data:
     output:
-        f"{RESULTS}/data/lung/{{split}}.npz",
+        pairs=f"{RESULTS}/data/lung/{{split}}.npz",
     log:
         f"{RESULTS}/logs/lung_data/{{split}}.log",
     wildcard_constraints:
@@ -21,8 +21,8 @@ rule lung_data:
 
 rule train_lung:
     input:
-        train=f"{RESULTS}/data/lung/train.npz",
-        val=f"{RESULTS}/data/lung/val.npz",
+        train=rules.lung_data.output.pairs.format(split="train"),
+        val=rules.lung_data.output.pairs.format(split="val"),
     output:
         model=f"{RESULTS}/models/lung/{{method}}/seed{{seed}}.pt",
         curve=f"{RESULTS}/curves/lung/{{method}}/seed{{seed}}.csv",
@@ -53,7 +53,7 @@ rule train_lung:
 rule evaluate_lung:
     input:
         model=lung_model,
-        test=f"{RESULTS}/data/lung/test.npz",
+        test=rules.lung_data.output.pairs.format(split="test"),
     output:
         table=f"{RESULTS}/lung/{{method}}/seed{{seed}}.csv",
         examples=f"{RESULTS}/lung/{{method}}/seed{{seed}}_examples.npz",

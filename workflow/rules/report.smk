@@ -3,24 +3,18 @@
 
 rule tables:
     input:
-        retina=expand(
-            f"{RESULTS}/retina/{{run[0]}}/{{run[1]}}/seed{{seed}}.csv",
-            run=retina_runs(),
-            seed=SEEDS,
-        ),
-        shift_sweep=expand(
-            f"{RESULTS}/shift_sweep/{{method}}.csv", method=retina_methods()
-        ),
-        equivariance=expand(
-            f"{RESULTS}/equivariance/{{method}}.json", method=retina_methods()
-        ),
+        retina=[
+            rules.evaluate_retina.output.table.format(method=m, condition=c, seed=s)
+            for m, c in retina_runs()
+            for s in SEEDS
+        ],
+        shift_sweep=expand(rules.shift_sweep.output.table, method=retina_methods()),
+        equivariance=expand(rules.equivariance.output.errors, method=retina_methods()),
         lung=expand(
-            f"{RESULTS}/lung/{{method}}/seed{{seed}}.csv",
-            method=LUNG["methods"],
-            seed=SEEDS,
+            rules.evaluate_lung.output.table, method=LUNG["methods"], seed=SEEDS
         ),
-        toy1d=f"{RESULTS}/toy1d/toy1d.csv",
-        landscape=f"{RESULTS}/landscape/landscape.csv",
+        toy1d=rules.toy1d.output.curve,
+        landscape=rules.landscape.output.curve,
         curves=learning_curve_files(),
     output:
         [
@@ -45,21 +39,22 @@ rule figure:
     input:
         tables=all_tables(),
         retina_examples=expand(
-            f"{RESULTS}/retina/{{method}}/none/seed{SEEDS[0]}_examples.npz",
+            rules.evaluate_retina.output.examples,
             method=[m for m, c in retina_runs() if c == "none"],
+            condition="none",
+            seed=SEEDS[0],
         ),
         lung_examples=expand(
-            f"{RESULTS}/lung/{{method}}/seed{SEEDS[0]}_examples.npz",
-            method=LUNG["methods"],
+            rules.evaluate_lung.output.examples, method=LUNG["methods"], seed=SEEDS[0]
         ),
-        train=f"{RESULTS}/data/retina/train_none.npz",
-        landscape=f"{RESULTS}/landscape/landscape.csv",
-        toy1d=f"{RESULTS}/toy1d/toy1d.csv",
+        train=retina_set("train", "none"),
+        landscape=rules.landscape.output.curve,
+        toy1d=rules.toy1d.output.curve,
     output:
         png=report(
             f"{RESULTS}/figures/{{name}}.png",
             caption="../report/figure.rst",
-            category=lambda wildcards: FIGURE_SECTIONS[wildcards.name],
+            category=lambda wildcards: figures.SECTIONS[wildcards.name],
         ),
         pdf=f"{RESULTS}/figures/{{name}}.pdf",
     log:
@@ -96,16 +91,15 @@ rule claims:
 rule summary:
     input:
         claims=rules.claims.output.csv,
-        leaderboards=expand(
-            f"{RESULTS}/tables/{{name}}.csv",
-            name=list(summary.LEADERBOARDS),
-        ),
+        tables=expand(TABLE, name=list(summary.LEADERBOARDS), ext="csv"),
     output:
         f"{RESULTS}/summary.html",
     log:
         f"{RESULTS}/logs/summary.log",
     conda:
         ENV
+    params:
+        tables=tables_directory,
     script:
         "../scripts/summary.py"
 
@@ -113,7 +107,7 @@ rule summary:
 rule reproduction:
     input:
         tables=all_tables(),
-        reference=expand("results/reference/tables/{name}.csv", name=REPRODUCED_TABLES),
+        reference=expand(REFERENCE_TABLE, name=reproduction.TABLES, ext="csv"),
     output:
         f"{RESULTS}/reproduction.md",
     log:
@@ -137,16 +131,8 @@ if REFRESH_REFERENCE:
             figures=all_figures(),
         output:
             claims="results/reference/claims.md",
-            tables=expand(
-                "results/reference/tables/{name}.{ext}",
-                name=TABLES,
-                ext=["csv", "md", "tex"],
-            ),
-            figures=expand(
-                "results/reference/figures/{name}.{ext}",
-                name=FIGURES,
-                ext=["png", "pdf"],
-            ),
+            tables=expand(REFERENCE_TABLE, name=tables.NAMES, ext=["csv", "md", "tex"]),
+            figures=expand(REFERENCE_FIGURE, name=FIGURES, ext=["png", "pdf"]),
         log:
             f"{RESULTS}/logs/reference.log",
         conda:

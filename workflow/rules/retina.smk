@@ -4,7 +4,7 @@
 
 rule retina_data:
     output:
-        f"{RESULTS}/data/retina/{{split}}_{{condition}}.npz",
+        pairs=f"{RESULTS}/data/retina/{{split}}_{{condition}}.npz",
     log:
         f"{RESULTS}/logs/retina_data/{{split}}_{{condition}}.log",
     wildcard_constraints:
@@ -22,8 +22,8 @@ rule retina_data:
 
 rule train_retina:
     input:
-        train=f"{RESULTS}/data/retina/train_{{condition}}.npz",
-        val=f"{RESULTS}/data/retina/val_{{condition}}.npz",
+        train=retina_set("train"),
+        val=retina_set("val"),
     output:
         model=f"{RESULTS}/models/retina/{{method}}/{{condition}}/seed{{seed}}.pt",
         curve=f"{RESULTS}/curves/retina/{{method}}/{{condition}}/seed{{seed}}.csv",
@@ -55,7 +55,7 @@ rule evaluate_retina:
     input:
         model=retina_model,
         tests=expand(
-            f"{RESULTS}/data/retina/{{split}}_{{condition}}.npz",
+            rules.retina_data.output.pairs,
             split=["test", "real"] if RETINA["real_test"] else ["test"],
             condition=RETINA["test_conditions"],
         ),
