@@ -54,7 +54,7 @@ def stepper(method: str, dimension: int, options: dict, stage: dict, precision: 
     torch.manual_seed(0)
     net = methods.build(method, dimension, **options).train().to(device)
     devices.set_precision(net, precision)
-    loss = training._stage_loss(net, training.Stage(steps=1, **stage))
+    loss = training.stage_loss(net, training.Stage(steps=1, **stage))
     optimizer = training.adam(loss.parameters(), stage["lr"])
 
     def step(moving: torch.Tensor, fixed: torch.Tensor) -> None:

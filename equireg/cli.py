@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from equireg import devices, methods
-from equireg.registration import Registration, pair_headers, register_pair, size_text
+from equireg.instance_optimization import PAPER_LR
+from equireg.registration import InstanceOptimization, Registration, pair_headers, register_pair, size_text
 
 #: the subcommands, in the order ``--help`` lists them
 SUBCOMMANDS = ("register", "evaluate", "equivariance")
@@ -92,10 +93,38 @@ def _register_pair(args: argparse.Namespace) -> tuple[Registration, dict[str, An
     """``--moving`` registered to ``--fixed`` by the network of ``--method``/``--checkpoint``
     (:func:`equireg.registration.register_pair`), and its summary."""
     dimension = len(pair_headers(args.moving, args.fixed)["fixed"][0])
+    _check_instance_optimization(args)
     net, info = _load(args, dimension)
     registration = register_pair(net, args.method, args.moving, args.fixed, args.shape or info["input_shape"],
-                                 warn=_warn)
+                                 warn=_warn, optimization=_instance_optimization(args, net, info))
     return registration, {**_network_summary(args), **registration.summary}
+
+
+def _check_instance_optimization(args: argparse.Namespace) -> None:
+    """``--io-steps``/``--io-lr`` before anything is loaded."""
+    if args.io_steps < 0:
+        raise ValueError(f"--io-steps {args.io_steps}: expected 0 or more")
+    if not args.io_lr > 0:
+        raise ValueError(f"--io-lr {args.io_lr}: expected a positive learning rate")
+    if args.io_steps and not methods.registry()[args.method].trains:
+        raise ValueError(f"--io-steps: {args.method} has no weights to fine-tune")
+    if args.io_steps and args.checkpoint is None:
+        raise ValueError("--io-steps: instance optimisation fine-tunes a trained network with its training loss; "
+                         "give its --checkpoint")
+
+
+def _instance_optimization(args: argparse.Namespace, net: torch.nn.Module,
+                           info: dict[str, Any]) -> InstanceOptimization | None:
+    """``--io-steps`` Adam steps at ``--io-lr`` with the loss of the checkpoint's last training stage."""
+    from equireg.instance_optimization import training_loss
+
+    if not args.io_steps:
+        return None
+    if info["final_stage"] is None:
+        raise ValueError(f"--io-steps: {args.checkpoint} does not record the loss it was trained with "
+                         "(model files written before equireg recorded it); retrain to fine-tune it")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    return InstanceOptimization(training_loss(net, info["final_stage"]), args.io_steps, args.io_lr, progress)
 
 
 def register(args: argparse.Namespace) -> dict[str, Any]:
@@ -316,6 +345,11 @@ def _pair_arguments(command: argparse.ArgumentParser, out_required: bool) -> Non
     command.add_argument("--shape", type=int, nargs="+",
                          help="network input size (default: the checkpoint's, else the fixed image's); the images "
                               "are resampled to it in physical space, keeping their aspect ratio")
+    command.add_argument("--io-steps", type=int, default=0, metavar="N",
+                         help="instance optimisation: fine-tune the network on this pair for N Adam steps with its "
+                              "training loss before registering it (the paper: 50); the checkpoint file is not changed")
+    command.add_argument("--io-lr", type=float, default=PAPER_LR, metavar="LR",
+                         help=f"learning rate of instance optimisation (default {PAPER_LR:g}, the paper's)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from typing import Callable
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from equireg.training import adam
+from equireg.training import Stage, adam, stage_loss
 from equireg.transforms import Transform
+
+#: the paper's instance optimisation (carl.md §4): Adam steps and learning rate
+PAPER_STEPS, PAPER_LR = 50, 2e-5
 
 Loss = Callable[[torch.Tensor, torch.Tensor], dict]
 
 
+def training_loss(net: nn.Module, final_stage: Stage) -> nn.Module:
+    """The loss ``net`` was trained with last (its schedule's ``final_stage``), on all its weights:
+    the paper fine-tunes the whole network, whatever sub-network the stage trained."""
+    return stage_loss(net, dataclasses.replace(final_stage, module=""))
+
+
 def instance_optimize(
-    net: nn.Module, loss: Loss, moving: torch.Tensor, fixed: torch.Tensor, steps: int = 50, lr: float = 2e-5
+    net: nn.Module, loss: Loss, moving: torch.Tensor, fixed: torch.Tensor, steps: int = PAPER_STEPS,
+    lr: float = PAPER_LR, progress: bool = False,
 ) -> Transform:
     """Run ``steps`` Adam steps at ``lr`` on ``loss(moving, fixed)["loss"]`` and register the pair.
 
@@ -22,7 +35,8 @@ def instance_optimize(
     the training loss, 50 steps, lr 2e-5). The network keeps its train/eval mode throughout.
     Its parameters and buffers are restored afterwards, also on error, so the next pair starts
     from the trained weights (upstream leaks the fine-tuned weights from pair to pair). The
-    returned transform holds detached fields computed with the fine-tuned weights.
+    returned transform holds detached fields computed with the fine-tuned weights. ``progress``
+    shows a bar of the steps on stderr.
     """
     if steps < 0:
         raise ValueError(f"instance_optimize: steps must be >= 0, got {steps}")
@@ -31,7 +45,8 @@ def instance_optimize(
     snapshot = {name: value.detach().clone() for name, value in net.state_dict().items()}
     try:
         optimizer = adam(net.parameters(), lr)
-        for _ in range(steps):
+        for _ in tqdm(range(steps), disable=not progress, file=sys.stderr, desc="instance optimisation",
+                      unit="step"):
             optimizer.zero_grad(set_to_none=True)
             loss(moving, fixed)["loss"].backward()
             optimizer.step()

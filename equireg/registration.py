@@ -42,11 +42,30 @@ def pair_headers(moving: str | os.PathLike, fixed: str | os.PathLike) -> dict[st
     return headers
 
 
-def _run_network(net: torch.nn.Module, method: str, moving: torch.Tensor, fixed: torch.Tensor):
-    """``net(moving, fixed)``; a size the architecture cannot take becomes a ValueError."""
+@dataclass(frozen=True)
+class InstanceOptimization:
+    """Fine-tune the network on the pair before registering it (:mod:`equireg.instance_optimization`):
+    ``steps`` Adam steps at ``lr`` on ``loss``, a loss module that trains the network."""
+
+    loss: torch.nn.Module
+    steps: int
+    lr: float
+    progress: bool = False
+
+
+def _run_network(net: torch.nn.Module, method: str, moving: torch.Tensor, fixed: torch.Tensor,
+                 optimization: InstanceOptimization | None = None):
+    """``net(moving, fixed)``, after instance optimisation if asked; a size the architecture cannot
+    take becomes a ValueError."""
+    from equireg.instance_optimization import instance_optimize
+
     device = devices.of(net)
     try:
-        return net(moving.to(device), fixed.to(device))
+        if optimization is not None:
+            return instance_optimize(net, optimization.loss, moving.to(device), fixed.to(device),
+                                     optimization.steps, optimization.lr, optimization.progress)
+        with torch.no_grad():
+            return net(moving.to(device), fixed.to(device))
     except (RuntimeError, ValueError) as error:
         raise ValueError(f"network size {size_text(fixed.shape[2:])}: {method} cannot run at this size "
                          f"({str(error).splitlines()[0]}); pick another --shape") from None
@@ -78,8 +97,8 @@ class Registration:
 
 
 def register_pair(net: torch.nn.Module, method: str, moving: str | os.PathLike, fixed: str | os.PathLike,
-                  shape: Sequence[int] | None = None,
-                  warn: Callable[[str], None] | None = None) -> Registration:
+                  shape: Sequence[int] | None = None, warn: Callable[[str], None] | None = None,
+                  optimization: InstanceOptimization | None = None) -> Registration:
     """Register the image file ``moving`` to ``fixed`` in physical space with ``net``, a network of
     the registry's ``method`` (built by :func:`equireg.methods.build` or loaded by
     :func:`equireg.training.load_model`).
@@ -88,7 +107,8 @@ def register_pair(net: torch.nn.Module, method: str, moving: str | os.PathLike, 
     fixed image's) built from the fixed image (:func:`equireg.geometry.network_grid`: the aspect
     ratio kept, padded), the network runs there, and its transform is evaluated at every voxel of
     the fixed image. Headers, network size and memory are checked before any voxel is read.
-    ``warn`` receives each resampling notice (default: :func:`warnings.warn`).
+    ``warn`` receives each resampling notice (default: :func:`warnings.warn`). With
+    ``optimization``, the network is fine-tuned on the pair first (its weights are restored after).
     """
     import SimpleITK as sitk
 
@@ -120,8 +140,8 @@ def register_pair(net: torch.nn.Module, method: str, moving: str | os.PathLike, 
         if not geometry.same_grid(image, grid):
             warn(f"{name} {path}: resampled from {_grid_text(image)} to the network grid {_grid_text(grid)}{padding}")
         inputs.append(io.to_tensor(geometry.resample_to(image, grid)))
+    phi = _run_network(net, method, *inputs, optimization)
     with torch.no_grad():
-        phi = _run_network(net, method, *inputs)
         points = geometry.voxel_points(fixed_shape, geometry.geometry(fixed_image))
         if geometry.same_grid(fixed_image, grid):  # exact grid coordinates: identity stays identity
             query = identity_map(fixed_shape)
@@ -150,6 +170,8 @@ def register_pair(net: torch.nn.Module, method: str, moving: str | os.PathLike, 
         "folds_percent": folds,
         "displacement_mm": {"mean": float(magnitude.mean()), "max": float(magnitude.max())},
     }
+    if optimization is not None:
+        summary["instance_optimization"] = {"steps": optimization.steps, "lr": optimization.lr}
     if getattr(net, "chosen_metrics", None):
         summary["metric"] = net.chosen_metrics[0]
     return Registration(fixed_image, moving_image, field, transform, warped, moving_map, summary)

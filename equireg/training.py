@@ -69,7 +69,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _stage_loss(net: nn.Module, stage: Stage) -> nn.Module:
+def stage_loss(net: nn.Module, stage: Stage) -> nn.Module:
+    """The loss module of ``stage``, training ``net`` (or its sub-network ``stage.module``)."""
     trained = net.get_submodule(stage.module) if stage.module else net
     similarity_options = dict(stage.similarity)
     similarity = make_similarity(similarity_options.pop("name"), **similarity_options)
@@ -191,7 +192,7 @@ def train(
         if step >= stage_end:
             stage_start = stage_end
             continue
-        loss = _stage_loss(net, stage)
+        loss = stage_loss(net, stage)
         optimizer = adam(loss.parameters(), stage.lr)
         if optimizer_state is not None and step > stage_start:  # resuming inside this stage
             optimizer.load_state_dict(optimizer_state)
@@ -249,13 +250,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 # --- the model file: what `equireg register --checkpoint` reads -------------------------------------
 
 def save_model(path: str | os.PathLike, net: nn.Module, method: str, dimension: int,
-               options: dict[str, Any], input_shape: list[int], precision: str = "fp32") -> None:
+               options: dict[str, Any], input_shape: list[int], precision: str = "fp32",
+               final_stage: Stage | None = None) -> None:
     """Write a trained network with what is needed to rebuild it, atomically; ``trained_with``
-    records the device type and precision it was trained in (weights are stored for the CPU)."""
+    records the device type and precision it was trained in (weights are stored for the CPU) and
+    ``final_stage`` the last stage of its schedule, whose loss instance optimisation fine-tunes with."""
     state = {name: tensor.cpu() for name, tensor in net.state_dict().items()}
+    trained_with = {"device": devices.of(net).type, "precision": precision}
+    if final_stage is not None:
+        trained_with["final_stage"] = asdict(final_stage)
     _save({"format": MODEL_FORMAT, "method": method, "dimension": dimension, "options": options,
-           "input_shape": list(input_shape), "state_dict": state,
-           "trained_with": {"device": devices.of(net).type, "precision": precision}}, path)
+           "input_shape": list(input_shape), "state_dict": state, "trained_with": trained_with}, path)
 
 
 def _save(value: Any, path: str | os.PathLike) -> None:
@@ -286,7 +291,8 @@ def load_model(path: str | os.PathLike | None, method: str, dimension: int,
     if path is None:
         seed_everything(0)
         net = _placed(_build(method, dimension, options or {}, "options"), device, precision)
-        return net, {"method": method, "dimension": dimension, "options": options or {}, "input_shape": None}
+        return net, {"method": method, "dimension": dimension, "options": options or {}, "input_shape": None,
+                     "final_stage": None}
     if not Path(path).is_file():
         raise ValueError(f"{path}: no such checkpoint file")
     try:
@@ -312,8 +318,10 @@ def load_model(path: str | os.PathLike | None, method: str, dimension: int,
         net.load_state_dict(saved["state_dict"])
     except RuntimeError as error:
         raise ValueError(f"{path}: weights do not fit the {method} network ({str(error).splitlines()[0]})") from None
-    return _placed(net, device, precision), {key: saved[key] for key in ("method", "dimension", "options",
-                                                                        "input_shape")}
+    info = {key: saved[key] for key in ("method", "dimension", "options", "input_shape")}
+    final_stage = saved.get("trained_with", {}).get("final_stage")
+    info["final_stage"] = Stage.from_config(final_stage) if final_stage else None
+    return _placed(net, device, precision), info
 
 
 def _placed(net: nn.Module, device: torch.device | str, precision: str) -> nn.Module:

@@ -411,3 +411,59 @@ def test_device_and_precision_flags(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main([*args, "--out", str(tmp_path / "gpu"), "--device", "cuda"]) == 2
         assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "gpu").exists()
+
+
+# --- instance optimisation: --io-steps ----------------------------------------------------------------
+
+def _trained_model_file(path, stage=None):
+    """A GradICON model file that records the loss it was trained with, as training writes them."""
+    from equireg import training
+
+    net, _ = training.load_model(None, "gradicon", 2, {"levels": 1})
+    stage = stage or training.Stage("gradicon", 1, 1e-3, 0.5, {"name": "ssd"})
+    training.save_model(path, net, "gradicon", 2, {"levels": 1}, [24, 24], final_stage=stage)
+    return path
+
+
+def test_io_steps_fine_tune_on_the_pair_and_leave_the_checkpoint_unchanged(tmp_path, capsys):
+    fixed, moving = tmp_path / "fixed.mha", tmp_path / "moving.mha"
+    _image(fixed, _blob((24, 24), (12, 12)))
+    _image(moving, _blob((24, 24), (14, 10)))
+    model = _trained_model_file(tmp_path / "model.pt")
+    saved = model.read_bytes()
+    errors = {}
+    for steps in (0, 20):
+        out = tmp_path / f"io{steps}"
+        assert main(["register", "--method", "gradicon", "--checkpoint", str(model), "--moving", str(moving),
+                     "--fixed", str(fixed), "--out", str(out), "--io-steps", str(steps), "--io-lr", "1e-3",
+                     "--progress"]) == 0
+        captured = capsys.readouterr()
+        summary = json.loads(captured.out)
+        assert ("instance optimisation" in captured.err) == bool(steps)  # the progress bar
+        assert summary.get("instance_optimization") == ({"steps": 20, "lr": 0.001} if steps else None)
+        warped = sitk.GetArrayFromImage(sitk.ReadImage(summary["outputs"]["warped"]))
+        errors[steps] = float(np.square(warped - _blob((24, 24), (12, 12))).mean())
+    # the written outputs are the fine-tuned network's: it moved the blob towards the fixed one
+    assert errors[20] < 0.2 * errors[0], errors
+    assert model.read_bytes() == saved
+
+
+@pytest.mark.parametrize("case", ["negative", "learning rate", "classical", "no checkpoint", "old model file"])
+def test_io_steps_errors(tmp_path, capsys, case):
+    _image(tmp_path / "fixed.mha", _blob((24, 24), (12, 12)))
+    method, checkpoint, extra = "gradicon", str(_trained_model_file(tmp_path / "model.pt")), ["--io-steps", "5"]
+    if case == "negative":
+        extra, expected = ["--io-steps", "-1"], "--io-steps -1: expected 0 or more"
+    elif case == "learning rate":
+        extra, expected = ["--io-steps", "5", "--io-lr", "0"], "--io-lr 0.0: expected a positive learning rate"
+    elif case == "classical":
+        method, checkpoint, expected = "classical", "none", "classical has no weights to fine-tune"
+    elif case == "no checkpoint":
+        checkpoint, expected = "none", "give its --checkpoint"
+    else:
+        checkpoint = str(_model_file(tmp_path / "old.pt", "gradicon", levels=1))
+        expected = "old.pt does not record the loss it was trained with"
+    assert main(["register", "--method", method, "--checkpoint", checkpoint, "--moving", str(tmp_path / "fixed.mha"),
+                 "--fixed", str(tmp_path / "fixed.mha"), "--out", str(tmp_path / "out"), *extra]) == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

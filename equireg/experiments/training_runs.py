@@ -79,4 +79,4 @@ def train_method(
         write_csv(curve, pd.DataFrame([{**(run or {}), **{k: row[k] for k in columns}} for row in scored],
                                        columns=[*(run or {}), *columns]))
     training.save_model(model, net, method, dimension, settings["options"], list(pairs["moving"].shape[2:]),
-                        precision)
+                        precision, final_stage=stages[-1] if stages else None)
