@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from equireg import devices, methods
-from equireg.instance_optimization import PAPER_LR
-from equireg.registration import InstanceOptimization, Registration, pair_headers, register_pair, size_text
+from equireg.instance_optimization import PAPER_LR, InstanceOptimization
+from equireg.registration import Registration, pair_headers, register_pair, size_text
 
 #: the subcommands, in the order ``--help`` lists them
 SUBCOMMANDS = ("register", "evaluate", "equivariance")
@@ -116,15 +116,13 @@ def _check_instance_optimization(args: argparse.Namespace) -> None:
 def _instance_optimization(args: argparse.Namespace, net: torch.nn.Module,
                            info: dict[str, Any]) -> InstanceOptimization | None:
     """``--io-steps`` Adam steps at ``--io-lr`` with the loss of the checkpoint's last training stage."""
-    from equireg.instance_optimization import training_loss
-
     if not args.io_steps:
         return None
     if info["final_stage"] is None:
         raise ValueError(f"--io-steps: {args.checkpoint} does not record the loss it was trained with "
                          "(model files written before equireg recorded it); retrain to fine-tune it")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    return InstanceOptimization(training_loss(net, info["final_stage"]), args.io_steps, args.io_lr, progress)
+    return InstanceOptimization.of(net, info["final_stage"], args.io_steps, args.io_lr, progress)
 
 
 def register(args: argparse.Namespace) -> dict[str, Any]:

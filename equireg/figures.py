@@ -90,8 +90,11 @@ def retina_violin(directory: Path) -> plt.Figure:
 
 
 def shift_sweep(directory: Path) -> plt.Figure:
-    """Dice against shift magnitude: each method's capture radius, with its 95 % band over pairs."""
+    """Dice against shift magnitude: each method's capture radius, with its 95 % band over pairs;
+    "method (IO)" (instance optimisation, on its own pairs) dashed in the method's colour, as the
+    paper draws it."""
     sweep = tables.read(directory, "shift_sweep")
+    optimized = tables.read(directory, "shift_sweep_io") if (directory / "shift_sweep_io.csv").exists() else None
     figure, axis = plt.subplots(figsize=(6.5, 4))
     colours = palette(sorted(set(sweep.method)))
     for method, curve in sweep.groupby("method"):
@@ -99,12 +102,18 @@ def shift_sweep(directory: Path) -> plt.Figure:
         axis.plot(curve.shift_px, curve.dice, marker="o", markersize=3, color=colours[name], label=name)
         axis.fill_between(curve.shift_px, curve.dice_ci_low, curve.dice_ci_high, alpha=0.15, linewidth=0,
                           color=colours[name])
+    if optimized is not None:
+        for method, curve in optimized.groupby("method"):
+            name = display_name(method)
+            axis.plot(curve.shift_px, curve.dice, "--", marker="s", markersize=3, color=colours.get(name, "black"),
+                      label=f"{name} (IO)")
     before = sweep.groupby("shift_px")["dice_before"].mean()
-    axis.plot(before.index, before.values, "--", color=COLOURS["unregistered"], label="unregistered")
+    axis.plot(before.index, before.values, ":", color=COLOURS["unregistered"], label="unregistered")
     axis.set(xlabel="vertical shift of the fixed image (pixels at network resolution)", ylabel="Dice", ylim=(0, 1))
     handles, labels = axis.get_legend_handles_labels()
     rank = {name: k for k, name in enumerate(method_order([*sweep.method.unique(), "unregistered"]))}
-    ordered = sorted(zip(labels, handles), key=lambda item: rank.get(item[0], len(rank)))
+    ordered = sorted(zip(labels, handles),
+                     key=lambda item: (rank.get(item[0].removesuffix(" (IO)"), len(rank)), item[0].endswith(" (IO)")))
     axis.legend([h for _, h in ordered], [lab for lab, _ in ordered], loc="upper left", bbox_to_anchor=(1.01, 1),
                 fontsize="small", title="method (95 % band)")
     return figure

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -45,12 +46,34 @@ def instance_optimize(
     snapshot = {name: value.detach().clone() for name, value in net.state_dict().items()}
     try:
         optimizer = adam(net.parameters(), lr)
-        for _ in tqdm(range(steps), disable=not progress, file=sys.stderr, desc="instance optimisation",
-                      unit="step"):
-            optimizer.zero_grad(set_to_none=True)
-            loss(moving, fixed)["loss"].backward()
-            optimizer.step()
+        with torch.enable_grad():  # also when called from evaluation code under no_grad
+            for _ in tqdm(range(steps), disable=not progress, file=sys.stderr, desc="instance optimisation",
+                          unit="step"):
+                optimizer.zero_grad(set_to_none=True)
+                loss(moving, fixed)["loss"].backward()
+                optimizer.step()
         with torch.no_grad():
             return net(moving, fixed)
     finally:
         net.load_state_dict(snapshot)
+
+
+@dataclass(frozen=True)
+class InstanceOptimization:
+    """Fine-tune a network on each pair before registering it: ``steps`` Adam steps at ``lr`` on
+    ``loss``, a loss module that trains the network (see :func:`instance_optimize`)."""
+
+    loss: nn.Module
+    steps: int
+    lr: float = PAPER_LR
+    progress: bool = False
+
+    @classmethod
+    def of(cls, net: nn.Module, final_stage: Stage, steps: int, lr: float = PAPER_LR,
+           progress: bool = False) -> "InstanceOptimization":
+        """Instance optimisation of ``net`` with the loss of its schedule's ``final_stage``."""
+        return cls(training_loss(net, final_stage), steps, lr, progress)
+
+    def register(self, net: nn.Module, moving: torch.Tensor, fixed: torch.Tensor) -> Transform:
+        """The transform of ``net`` fine-tuned on this pair (or batch); ``net``'s weights are restored."""
+        return instance_optimize(net, self.loss, moving, fixed, self.steps, self.lr, self.progress)

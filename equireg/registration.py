@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from equireg import devices
+from equireg.instance_optimization import InstanceOptimization
 
 
 def size_text(shape: Sequence[int]) -> str:
@@ -42,28 +43,14 @@ def pair_headers(moving: str | os.PathLike, fixed: str | os.PathLike) -> dict[st
     return headers
 
 
-@dataclass(frozen=True)
-class InstanceOptimization:
-    """Fine-tune the network on the pair before registering it (:mod:`equireg.instance_optimization`):
-    ``steps`` Adam steps at ``lr`` on ``loss``, a loss module that trains the network."""
-
-    loss: torch.nn.Module
-    steps: int
-    lr: float
-    progress: bool = False
-
-
 def _run_network(net: torch.nn.Module, method: str, moving: torch.Tensor, fixed: torch.Tensor,
                  optimization: InstanceOptimization | None = None):
     """``net(moving, fixed)``, after instance optimisation if asked; a size the architecture cannot
     take becomes a ValueError."""
-    from equireg.instance_optimization import instance_optimize
-
     device = devices.of(net)
     try:
         if optimization is not None:
-            return instance_optimize(net, optimization.loss, moving.to(device), fixed.to(device),
-                                     optimization.steps, optimization.lr, optimization.progress)
+            return optimization.register(net, moving.to(device), fixed.to(device))
         with torch.no_grad():
             return net(moving.to(device), fixed.to(device))
     except (RuntimeError, ValueError) as error:

@@ -18,21 +18,31 @@ from equireg import metrics
 from equireg.files import FLOAT_FORMAT, write_csv, write_text
 from equireg.landscape import basin_width
 from equireg.methods import display_name
+from equireg.ranking import Metric, rank_methods, rank_text
 from equireg.uncertainty import bootstrap_ci
 
 
 #: every table :func:`write_all` writes; the leaderboards first (the report's landing page shows them)
-NAMES = ["leaderboard_retina", "leaderboard_lung", "retina", "retina_pairs", "learning_curves", "plateau",
-         "shift_sweep", "equivariance", "lung", "toy1d", "landscape"]
+NAMES = ["leaderboard_retina", "leaderboard_lung", "ranking", "retina", "retina_pairs", "retina_io", "learning_curves",
+         "plateau", "shift_sweep", "shift_sweep_io", "equivariance", "lung", "lung_pairs", "lung_io", "toy1d",
+         "landscape"]
 
 RETINA_KEYS = ["method", "train_condition", "seed", "test_set", "test_condition", "pair"]
+#: the columns of a "method (IO)" row: instance optimisation's steps and learning rate
+IO_KEYS = ["io_steps", "io_lr"]
+#: what methods are ranked by (equireg.ranking); DSC30 on the 30 % of pairs hardest before registration
+RETINA_RANKING = [Metric("dice", "dice", True), Metric("dsc30", "dice", True, hardest_by="dice_before"),
+                  Metric("hd95", "hd95_px", False), Metric("sdlogj", "sdlogj", False)]
+LUNG_RANKING = [Metric("mtre", "mtre_mm", False), Metric("dice_lung", "dice_lung", True),
+                Metric("hd95_lung", "hd95_lung_mm", False), Metric("sdlogj", "sdlogj", False)]
 #: per-pair measurements of a retina run; the endpoint errors and the ceiling exist for synthetic pairs
 RETINA_VALUES = ["dice_before", "dice", "hd95_px", "folds_percent", "sdlogj", "epe_px", "epe_vessels_px",
                  "dice_ceiling"]
 
 
 def _read_runs(paths: Iterable[str], keys: list[str]) -> pd.DataFrame:
-    """Per-run result files stacked; each must name its run in the ``keys`` columns."""
+    """Per-run result files stacked; each must name its run in the ``keys`` columns. No files
+    (an evaluation the preset leaves out): an empty frame of those columns."""
     frames = []
     for path in paths:
         frame = pd.read_csv(path)
@@ -40,14 +50,16 @@ def _read_runs(paths: Iterable[str], keys: list[str]) -> pd.DataFrame:
         if missing:
             raise ValueError(f"{path}: result file lacks the columns {missing} that say which run it is")
         frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=keys)
 
 
-def retina_pairs(paths: Iterable[str]) -> pd.DataFrame:
-    """Every retina test pair of every run, with its method, train condition and seed."""
-    runs = _read_runs(paths, RETINA_KEYS)
+def retina_pairs(paths: Iterable[str], io: bool = False) -> pd.DataFrame:
+    """Every retina test pair of every run, with its method, train condition and seed (and, with
+    ``io``, the instance optimisation of "method (IO)" runs)."""
+    keys = RETINA_KEYS[:1] + (IO_KEYS if io else []) + RETINA_KEYS[1:]
+    runs = _read_runs(paths, keys)
     values = [c for c in RETINA_VALUES if c in runs.columns]
-    return runs[RETINA_KEYS + values].sort_values(RETINA_KEYS, ignore_index=True)
+    return runs[keys + values].sort_values(keys, ignore_index=True)
 
 
 def _interval(values: pd.Series) -> pd.Series:
@@ -55,13 +67,13 @@ def _interval(values: pd.Series) -> pd.Series:
     return pd.Series({"low": low, "high": high})
 
 
-def retina(runs: pd.DataFrame) -> pd.DataFrame:
+def retina(runs: pd.DataFrame, extra_keys: tuple[str, ...] = ()) -> pd.DataFrame:
     """Per method x train condition x test set x test condition, from :func:`retina_pairs`: mean
     Dice with its spread over pairs and seeds and a bootstrap 95 % interval over pairs, DSC30 (mean
     of the lowest 30 % of the pairs' Dice), the unregistered Dice, HD95 (px), % folds, SDlogJ, and
     for synthetic pairs the endpoint errors (px, whole image and vessels, with the vessels'
-    interval) and the Dice ceiling of the exact map."""
-    keys = ["method", "train_condition", "test_set", "test_condition"]
+    interval) and the Dice ceiling of the exact map. ``extra_keys`` (e.g. :data:`IO_KEYS`) group too."""
+    keys = ["method", *extra_keys, "train_condition", "test_set", "test_condition"]
     columns = {"dice": ("dice", "mean"), "dice_std": ("dice", "std"), "dsc30": ("dice", metrics.dsc30),
                "dice_before": ("dice_before", "mean"), "folds_percent": ("folds_percent", "mean"),
                "pairs": ("dice", "size")}
@@ -76,14 +88,17 @@ def retina(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _with_interval(runs: pd.DataFrame, keys: list[str], column: str, table: pd.DataFrame) -> pd.DataFrame:
     """``table`` (grouped by ``keys``, sorted) with the bootstrap 95 % interval of ``column``'s mean."""
+    if runs.empty:
+        return table.assign(**{f"{column}_ci_low": [], f"{column}_ci_high": []})
     ci = runs.groupby(keys, sort=True)[column].apply(_interval).unstack().reset_index(drop=True)
     return table.assign(**{f"{column}_ci_low": ci["low"].to_numpy(), f"{column}_ci_high": ci["high"].to_numpy()})
 
 
-def shift_sweep(paths: Iterable[str]) -> pd.DataFrame:
-    """Mean Dice (with its 95 % interval over pairs) per method and shift magnitude."""
-    runs = _read_runs(paths, ["method", "shift_px", "pair"])
-    keys = ["method", "shift_px"]
+def shift_sweep(paths: Iterable[str], io: bool = False) -> pd.DataFrame:
+    """Mean Dice (with its 95 % interval over pairs) per method and shift magnitude (and, with
+    ``io``, the instance optimisation of "method (IO)" runs)."""
+    keys = ["method", *(IO_KEYS if io else []), "shift_px"]
+    runs = _read_runs(paths, keys + ["pair", "dice", "dice_before"])
     table = runs.groupby(keys, sort=True).agg(dice=("dice", "mean"), dice_before=("dice_before", "mean")).reset_index()
     return _with_interval(runs, keys, "dice", table)
 
@@ -100,15 +115,22 @@ def equivariance(paths: Iterable[str]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["method", "case"], ignore_index=True)
 
 
-def lung(paths: Iterable[str]) -> pd.DataFrame:
+def lung_runs(paths: Iterable[str], io: bool = False) -> pd.DataFrame:
+    """Every lung test pair of every run (with ``io``, of "method (IO)" runs), sorted."""
+    keys = ["method", *(IO_KEYS if io else []), "seed", "pair"]
+    runs = _read_runs(paths, keys + ["mtre_mm", "mtre_before_mm", "folds_percent"])
+    return runs.sort_values(keys, ignore_index=True)
+
+
+def lung(runs: pd.DataFrame) -> pd.DataFrame:
     """mTRE (mm, with its 95 % interval over pairs and seeds) before and after registration, and
-    % folds, per method."""
-    runs = _read_runs(paths, ["method", "seed", "pair"])
+    % folds, per method (and instance optimisation), from :func:`lung_runs`."""
+    keys = ["method", *[key for key in IO_KEYS if key in runs]]
     extra = {name: (name, "mean") for name in ("dice_lung", "hd95_lung_mm", "sdlogj") if name in runs}
-    table = runs.groupby("method", sort=True).agg(
+    table = runs.groupby(keys, sort=True).agg(
         mtre_mm=("mtre_mm", "mean"), mtre_before_mm=("mtre_before_mm", "mean"),
         folds_percent=("folds_percent", "mean"), pairs=("mtre_mm", "size"), **extra).reset_index()
-    return _with_interval(runs, ["method"], "mtre_mm", table)
+    return _with_interval(runs, keys, "mtre_mm", table)
 
 
 CURVE_KEYS = ["experiment", "method", "train_condition", "seed"]
@@ -157,9 +179,58 @@ def _with_ci(mean: float, low: float, high: float, digits: int) -> str:
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def leaderboard_retina(retina: pd.DataFrame) -> pd.DataFrame:
+def _per_pair(runs: pd.DataFrame, metrics_: list[Metric]) -> pd.DataFrame:
+    """One row per method and pair: its values averaged over seeds (the cases that ranks compare)."""
+    columns = sorted({m.column for m in metrics_} | {m.hardest_by for m in metrics_ if m.hardest_by})
+    return runs.groupby(["method", "pair"], as_index=False, sort=True)[columns].mean()
+
+
+def ranking(pairs: pd.DataFrame, lung_runs_: pd.DataFrame) -> pd.DataFrame:
+    """Ranks of the methods with their 95 % bootstrap intervals (:mod:`equireg.ranking`): retina per
+    test condition, on the generated test pairs of models trained on not-shifted pairs (Dice,
+    DSC30, HD95, SDlogJ), and lung (mTRE, lung-mask Dice and HD95, SDlogJ); "method (IO)"
+    variants, evaluated on fewer pairs, are not ranked."""
+    parts = []
+    chosen = pairs[(pairs.test_set == "test") & (pairs.train_condition == "none")]
+    for condition, group in chosen.groupby("test_condition", sort=True):
+        if group.method.nunique() > 1:
+            ranked = rank_methods(_per_pair(group, RETINA_RANKING), RETINA_RANKING)
+            parts.append(ranked.assign(experiment="retina", test_condition=condition))
+    if lung_runs_.method.nunique() > 1:
+        ranked = rank_methods(_per_pair(lung_runs_, LUNG_RANKING), LUNG_RANKING)
+        parts.append(ranked.assign(experiment="lung", test_condition="none"))
+    if not parts:
+        return pd.DataFrame(columns=["experiment", "test_condition", "method", "rank"])
+    table = pd.concat(parts, ignore_index=True)
+    first = ["experiment", "test_condition", "method"]
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+def _rank_cell(ranks: pd.DataFrame, experiment: str, condition: str, method: str) -> str:
+    row = ranks[(ranks.experiment == experiment) & (ranks.test_condition == condition) & (ranks.method == method)]
+    return rank_text(row.iloc[0]) if not row.empty else ""
+
+
+def _retina_entry(method: str, group: pd.DataFrame, conditions: list[str]) -> dict[str, str]:
+    """Dice [95 % interval] per test condition, the vessel endpoint error and the number of pairs."""
+    group = group.set_index("test_condition")
+    entry = {"method": method}
+    for c in conditions:
+        if c in group.index:
+            row = group.loc[c]
+            entry[f"dice_{c}"] = _with_ci(row.dice, row.dice_ci_low, row.dice_ci_high, 3)
+    if "epe_vessels_px" in group and "none" in group.index:
+        entry["epe_vessels_px_none"] = f"{group.loc['none', 'epe_vessels_px']:.2f}"
+    entry["pairs"] = str(int(group.pairs.iloc[0]))
+    return entry
+
+
+def leaderboard_retina(retina: pd.DataFrame, ranks: pd.DataFrame, io: pd.DataFrame | None = None) -> pd.DataFrame:
     """Method x test condition: mean Dice [95 % interval] on the generated test pairs, models
-    trained on not-shifted pairs, with the unregistered pairs first; vessel endpoint error beside."""
+    trained on not-shifted pairs, with the unregistered pairs first; vessel endpoint error, the
+    rank [95 % interval] per test condition (``ranks``: :func:`ranking`) and the number of test
+    pairs beside. Then "method (IO)" rows from ``io`` (:func:`retina` of :func:`retina_pairs` with
+    ``io``), marked by their instance optimisation steps."""
     rows = retina[(retina.test_set == "test") & (retina.train_condition == "none")]
     conditions = [c for c in ("none", "shift", "shift_scale") if c in set(rows.test_condition)]
     board = []
@@ -167,33 +238,49 @@ def leaderboard_retina(retina: pd.DataFrame) -> pd.DataFrame:
     if first is not None:
         board.append({"method": "unregistered", **{f"dice_{c}": f"{first.loc[c, 'dice_before']:.3f}" for c in conditions}})
     for method, group in rows.groupby("method", sort=True):
-        group = group.set_index("test_condition")
-        entry = {"method": method}
-        for c in conditions:
-            row = group.loc[c]
-            entry[f"dice_{c}"] = _with_ci(row.dice, row.dice_ci_low, row.dice_ci_high, 3)
-        if "epe_vessels_px" in group:
-            entry["epe_vessels_px_none"] = f"{group.loc['none', 'epe_vessels_px']:.2f}"
-        board.append(entry)
-    return pd.DataFrame(board).fillna("")
+        entry = _retina_entry(method, group, conditions)
+        board.append({**entry, **{f"rank_{c}": _rank_cell(ranks, "retina", c, method) for c in conditions}})
+    if io is not None:
+        io_rows = io[(io.test_set == "test") & (io.train_condition == "none")]
+        for (method, steps), group in io_rows.groupby(["method", "io_steps"], sort=True):
+            board.append({**_retina_entry(method, group, conditions), "io_steps": str(int(steps))})
+    columns = ["method", *[f"dice_{c}" for c in conditions], "epe_vessels_px_none",
+               *[f"rank_{c}" for c in conditions], "pairs", "io_steps"]
+    board = pd.DataFrame(board)
+    return board.reindex(columns=[c for c in columns if c in board]).fillna("")
 
 
-def leaderboard_lung(lung: pd.DataFrame) -> pd.DataFrame:
-    """Per lung method: mTRE in mm [95 % interval], lung-mask Dice and HD95 (mm), % folds, SDlogJ."""
+def leaderboard_lung(lung: pd.DataFrame, ranks: pd.DataFrame, io: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per lung method: mTRE in mm [95 % interval], lung-mask Dice and HD95 (mm), % folds, SDlogJ,
+    the rank [95 % interval] (``ranks``: :func:`ranking`) and the number of test pairs; then
+    "method (IO)" rows from ``io`` (:func:`lung` of :func:`lung_runs` with ``io``)."""
     board = [{"method": "unregistered", "mtre_mm": f"{lung.mtre_before_mm.iloc[0]:.2f}"}] if not lung.empty else []
-    for row in lung.itertuples(index=False):
-        entry = {"method": row.method, "mtre_mm": _with_ci(row.mtre_mm, row.mtre_mm_ci_low, row.mtre_mm_ci_high, 2)}
-        for name, digits in (("dice_lung", 3), ("hd95_lung_mm", 2), ("folds_percent", 3), ("sdlogj", 3)):
-            if hasattr(row, name):
-                entry[name] = f"{getattr(row, name):.{digits}f}"
-        board.append(entry)
-    return pd.DataFrame(board).fillna("")
+    for table, optimized in [(lung, False)] + ([(io, True)] if io is not None else []):
+        for row in table.itertuples(index=False):
+            entry = {"method": row.method, "mtre_mm": _with_ci(row.mtre_mm, row.mtre_mm_ci_low, row.mtre_mm_ci_high, 2)}
+            for name, digits in (("dice_lung", 3), ("hd95_lung_mm", 2), ("folds_percent", 3), ("sdlogj", 3)):
+                if hasattr(row, name):
+                    entry[name] = f"{getattr(row, name):.{digits}f}"
+            if optimized:
+                entry["io_steps"] = str(int(row.io_steps))
+            else:
+                entry["rank"] = _rank_cell(ranks, "lung", "none", row.method)
+            entry["pairs"] = str(int(row.pairs))
+            board.append(entry)
+    columns = ["method", "mtre_mm", "dice_lung", "hd95_lung_mm", "folds_percent", "sdlogj", "rank", "pairs",
+               "io_steps"]
+    board = pd.DataFrame(board)
+    return board.reindex(columns=[c for c in columns if c in board]).fillna("")
 
 
 def for_readers(board: pd.DataFrame) -> pd.DataFrame:
     """A leaderboard as readers see it (Markdown, LaTeX, the report): methods by their display names,
-    as in the README and the figures. Its CSV keeps the method ids that the other tables use."""
-    return board.assign(method=board.method.map(display_name))
+    as in the README and the figures, "(IO)" after a method evaluated with instance optimisation.
+    Its CSV keeps the method ids that the other tables use, and the IO steps in their own column."""
+    names = board.method.map(display_name)
+    if "io_steps" in board:
+        names = names.where(board.io_steps == "", names + " (IO)")
+    return board.assign(method=names)
 
 
 def toy1d(path: str) -> pd.DataFrame:
@@ -262,15 +349,24 @@ def write_all(inputs: Any, directory: str | Path) -> None:
     write_table(pairs, directory, "retina_pairs")
     retina_table = retina(pairs)
     write_table(retina_table, directory, "retina")
-    _write_leaderboard(leaderboard_retina(retina_table), directory, "leaderboard_retina")
+    io_pairs = retina_pairs(inputs.retina_io, io=True)
+    write_table(io_pairs, directory, "retina_io")
+    lung_pairs, lung_io_pairs = lung_runs(inputs.lung), lung_runs(inputs.lung_io, io=True)
+    ranks = ranking(pairs, lung_pairs)
+    write_table(ranks, directory, "ranking")
+    _write_leaderboard(leaderboard_retina(retina_table, ranks, retina(io_pairs, tuple(IO_KEYS))), directory,
+                       "leaderboard_retina")
     curves = learning_curves(inputs.curves)
     write_table(curves, directory, "learning_curves")
     write_table(plateau(curves), directory, "plateau")
     write_table(shift_sweep(inputs.shift_sweep), directory, "shift_sweep")
+    write_table(shift_sweep(inputs.shift_sweep_io, io=True), directory, "shift_sweep_io")
     write_table(equivariance(inputs.equivariance), directory, "equivariance")
-    lung_table = lung(inputs.lung)
+    lung_table = lung(lung_pairs)
     write_table(lung_table, directory, "lung")
-    _write_leaderboard(leaderboard_lung(lung_table), directory, "leaderboard_lung")
+    write_table(lung_pairs, directory, "lung_pairs")
+    write_table(lung_io_pairs, directory, "lung_io")
+    _write_leaderboard(leaderboard_lung(lung_table, ranks, lung(lung_io_pairs)), directory, "leaderboard_lung")
     write_table(toy1d(inputs.toy1d), directory, "toy1d")
     write_table(landscape(inputs.landscape), directory, "landscape")
 

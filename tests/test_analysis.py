@@ -62,12 +62,21 @@ def _tables(directory, carl_shift_dice=0.50, twostep_width=0.3):
     spread = np.array([-0.02, -0.01, 0.01, 0.02])
     pairs = pd.DataFrame([
         {"method": m, "train_condition": "none", "seed": 0, "test_set": "test", "test_condition": c, "pair": i,
-         "dice_before": b, "dice": d + spread[i], "folds_percent": 0.0}
+         "dice_before": b, "dice": d + spread[i], "hd95_px": 3.0 - d, "folds_percent": 0.0, "sdlogj": 0.1}
         for m, c, d, b in [("gradicon", "none", 0.70, 0.3), ("gradicon", "shift", 0.20, 0.1),
                            ("carl", "none", 0.52, 0.3), ("carl", "shift", carl_shift_dice, 0.1)]
         for i in range(4)])
     tables.write_table(pairs, directory, "retina_pairs")
     tables.write_table(tables.retina(pairs), directory, "retina")
+    # "method (IO)": a little better than without on the same pairs
+    io_pairs = pairs[pairs.test_condition.isin(["none", "shift"])].assign(
+        dice=lambda frame: frame.dice + 0.01, io_steps=50, io_lr=2e-5)
+    tables.write_table(io_pairs, directory, "retina_io")
+    lung_pairs = pd.DataFrame([{"method": "gradicon", "seed": 0, "pair": i, "mtre_mm": 2.0 + 0.1 * i,
+                                "mtre_before_mm": 5.0, "folds_percent": 0.0} for i in range(3)])
+    tables.write_table(lung_pairs, directory, "lung_pairs")
+    tables.write_table(lung_pairs.assign(mtre_mm=lambda frame: frame.mtre_mm - 0.2, io_steps=50, io_lr=2e-5),
+                       directory, "lung_io")
     tables.write_table(pd.DataFrame([{"transform": "translation", "basin_width": 0.08},
                                      {"transform": "twostep", "basin_width": twostep_width}]), directory, "landscape")
     tables.write_table(pd.DataFrame([{"max_error": 0.001, "points": 10}]), directory, "toy1d")
@@ -85,12 +94,13 @@ def _tables(directory, carl_shift_dice=0.50, twostep_width=0.3):
 
 def test_claims_pass_and_fail_on_the_numbers(tmp_path):
     _tables(tmp_path)
-    assert [c.passed for c in claims.check_all(tmp_path)] == [True] * 7
+    assert [c.passed for c in claims.check_all(tmp_path)] == [True] * 10
     _tables(tmp_path, carl_shift_dice=0.30, twostep_width=0.1)
     results = [c.passed for c in claims.check_all(tmp_path)]
-    assert results == [True, False, False, True, True, True, True]
+    # CARL no longer flat: claims 2 and 10 (with IO) fail, and claim 9 (GradICON (IO) far below CARL)
+    assert results == [True, False, False, True, True, True, True, True, False, False]
     text = claims.render(claims.check_all(tmp_path))
-    assert text.count("FAIL") == 2 and "| 3 |" in text
+    assert text.count("FAIL") == 4 and "| 3 |" in text
     # the retina claims state intervals and the paired test on the same pairs
     assert "0.700 [0.685, 0.715]" in text and "Wilcoxon p = 0.12, n = 4" in text
 
@@ -138,21 +148,71 @@ def test_plateau_gain_is_the_trend_not_one_noisy_validation_point():
     assert row.gain_last_quarter == pytest.approx(0.009) and row.plateau == "yes" and row.final == 0.512
 
 
-def test_leaderboards_give_each_method_its_interval(tmp_path):
+def _ranks(directory):
+    return tables.ranking(tables.read(directory, "retina_pairs"), tables.lung_runs([]))
+
+
+def test_leaderboards_give_each_method_its_interval_and_rank(tmp_path):
     _tables(tmp_path)
-    board = tables.leaderboard_retina(tables.read(tmp_path, "retina"))
+    board = tables.leaderboard_retina(tables.read(tmp_path, "retina"), _ranks(tmp_path))
     assert list(board.method) == ["unregistered", "carl", "gradicon"]
-    assert list(board.columns) == ["method", "dice_none", "dice_shift"]
+    assert list(board.columns) == ["method", "dice_none", "dice_shift", "rank_none", "rank_shift", "pairs"]
     assert board.set_index("method").loc["gradicon", "dice_none"] == "0.700 [0.685, 0.715]"
     assert board.set_index("method").loc["unregistered", "dice_shift"] == "0.100"
-    lung = tables.leaderboard_lung(tables.read(tmp_path, "lung")).set_index("method")
+    # 4 pairs cannot show a difference at p < 0.05 (the smallest two-sided Wilcoxon p is 0.125): a tie
+    assert board.set_index("method").loc["gradicon", "rank_shift"] == "1 [1, 1]"
+    assert board.set_index("method").loc["carl", "pairs"] == "4"
+    lung = tables.leaderboard_lung(tables.read(tmp_path, "lung"), _ranks(tmp_path)).set_index("method")
     assert lung.loc["gradicon", "mtre_mm"] == "2.00 [1.80, 2.20]" and lung.loc["unregistered", "mtre_mm"] == "5.00"
-    assert "nan" not in tables.to_markdown(tables.leaderboard_lung(tables.read(tmp_path, "lung")))
+    assert "nan" not in tables.to_markdown(tables.leaderboard_lung(tables.read(tmp_path, "lung"), _ranks(tmp_path)))
+
+
+def test_leaderboards_add_io_rows_that_readers_see_as_method_io(tmp_path):
+    _tables(tmp_path)
+    io = tables.retina(tables.read(tmp_path, "retina_io"), tuple(tables.IO_KEYS))
+    board = tables.leaderboard_retina(tables.read(tmp_path, "retina"), _ranks(tmp_path), io)
+    assert list(board.method) == ["unregistered", "carl", "gradicon", "carl", "gradicon"]
+    assert list(board.io_steps) == ["", "", "", "50", "50"]
+    assert board.iloc[3].rank_none == "" and board.iloc[3].dice_none == "0.530 [0.515, 0.545]"
+    shown = tables.for_readers(board)
+    assert list(shown.method) == ["unregistered", "CARL", "GradICON", "CARL (IO)", "GradICON (IO)"]
+    lung_io = tables.lung(tables.read(tmp_path, "lung_io"))
+    lung = tables.leaderboard_lung(tables.read(tmp_path, "lung"), _ranks(tmp_path), lung_io)
+    assert list(tables.for_readers(lung).method) == ["unregistered", "GradICON", "GradICON (IO)"]
+    assert lung.iloc[2].mtre_mm.startswith("1.90 [") and lung.iloc[2].pairs == "3"
+
+
+def test_ranks_of_the_lung_and_the_retina_are_in_one_table(tmp_path):
+    rng = np.random.default_rng(0)
+    lung = pd.DataFrame([{"method": m, "seed": 0, "pair": i, "mtre_mm": level + 0.05 * rng.normal(),
+                          "mtre_before_mm": 5.0, "dice_lung": 0.9, "hd95_lung_mm": level, "sdlogj": 0.1,
+                          "folds_percent": 0.0}
+                         for m, level in (("good", 1.0), ("poor", 3.0)) for i in range(12)])
+    ranks = tables.ranking(tables.retina_pairs([]), lung)
+    assert list(ranks.method) == ["good", "poor"] and list(ranks["rank"]) == [1, 2]
+    assert set(ranks.experiment) == {"lung"} and ranks.score_mtre.iloc[0] == 1.0
+
+
+def test_io_claims_fail_when_io_harms_or_rescues(tmp_path):
+    _tables(tmp_path)
+    io = tables.read(tmp_path, "retina_io")
+    worse = io.assign(dice=lambda frame: frame.dice - 0.2)  # IO lowers every Dice by 0.2
+    tables.write_table(worse, tmp_path, "retina_io")
+    checked = claims.check_all(tmp_path)
+    assert not checked[7].passed and "carl none: Dice -0.190 [-0.190, -0.190]" in checked[7].measured
+    rescued = io.assign(dice=lambda frame: frame.dice.where(
+        (frame.method != "gradicon") | (frame.test_condition != "shift"), 0.6))
+    tables.write_table(rescued, tmp_path, "retina_io")
+    checked = claims.check_all(tmp_path)
+    assert checked[7].passed and not checked[8].passed  # GradICON (IO) at 0.6 on shifted pairs: not far below CARL
+    (tmp_path / "retina_io.csv").unlink()
+    checked = claims.check_all(tmp_path)
+    assert [c.passed for c in checked[7:]] == [False] * 3 and "not measured" in checked[9].measured
 
 
 def test_leaderboards_show_display_names_and_their_csv_keeps_method_ids(tmp_path):
     _tables(tmp_path)
-    board = tables.leaderboard_retina(tables.read(tmp_path, "retina"))
+    board = tables.leaderboard_retina(tables.read(tmp_path, "retina"), _ranks(tmp_path))
     tables.write_table(board, tmp_path, "leaderboard_retina", shown=tables.for_readers(board))
     assert list(tables.read(tmp_path, "leaderboard_retina").method) == ["unregistered", "carl", "gradicon"]
     assert "| CARL | " in (tmp_path / "leaderboard_retina.md").read_text()
@@ -163,8 +223,10 @@ def test_leaderboards_show_display_names_and_their_csv_keeps_method_ids(tmp_path
 
 def test_landing_page_reads_each_leaderboard_by_its_name(tmp_path):
     _tables(tmp_path)
-    tables.write_table(tables.leaderboard_retina(tables.read(tmp_path, "retina")), tmp_path, "leaderboard_retina")
-    tables.write_table(tables.leaderboard_lung(tables.read(tmp_path, "lung")), tmp_path, "leaderboard_lung")
+    tables.write_table(tables.leaderboard_retina(tables.read(tmp_path, "retina"), _ranks(tmp_path)), tmp_path,
+                       "leaderboard_retina")
+    tables.write_table(tables.leaderboard_lung(tables.read(tmp_path, "lung"), _ranks(tmp_path)), tmp_path,
+                       "leaderboard_lung")
     claims.write(tmp_path, tmp_path / "claims.md", csv_path=tmp_path / "claims.csv")
     summary.write(tmp_path / "claims.csv", tmp_path, tmp_path / "summary.html")
     page = (tmp_path / "summary.html").read_text()

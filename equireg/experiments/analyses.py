@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from equireg import devices
-from equireg.experiments.evaluation import dice_rows, load_network, register_pairs
+from equireg.experiments.evaluation import dice_rows, instance_optimization, io_columns, load_network, register_pairs
 from equireg.experiments.jobs import PathLike, load_pairs
 from equireg.files import write_csv, write_json
 
@@ -19,18 +19,20 @@ EQUIVARIANCE_STRIDE = 4
 
 
 def shift_sweep(method: str, model: PathLike | None, pairs: PathLike, table: PathLike,
-                settings: dict[str, Any]) -> None:
+                settings: dict[str, Any], io: dict[str, Any] | None = None) -> None:
     """Dice against the vertical shift of the fixed image, on the sweep's pairs
-    (:func:`~equireg.experiments.pairs.build_sweep_set`), one warped mask at a time."""
+    (:func:`~equireg.experiments.pairs.build_sweep_set`), one warped mask at a time. With ``io``
+    (``steps``, ``lr``, ``pairs``), the variant "method (IO)" on the first ``pairs`` warped masks."""
     net = load_network(method, model, 2, settings)
+    optimization = instance_optimization(net, settings, io)
     data = load_pairs(pairs)
     rows = []
-    for k in np.unique(data["pair"]):
+    for k in np.unique(data["pair"])[:io["pairs"] if io else None]:
         chosen = data["pair"] == k
         one = {name: value[chosen] for name, value in data.items()}
-        maps = register_pairs(net, one["moving"], one["fixed"])
+        maps = register_pairs(net, one["moving"], one["fixed"], optimization=optimization)
         for shift, row in zip(one["shift_px"], dice_rows(one, maps)):
-            rows.append({"method": method, "shift_px": float(shift), "pair": int(k),
+            rows.append({"method": method, **io_columns(io), "shift_px": float(shift), "pair": int(k),
                          "dice_before": row["dice_before"], "dice": row["dice"]})
     write_csv(table, pd.DataFrame(rows))
 

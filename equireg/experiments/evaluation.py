@@ -13,6 +13,7 @@ import torch
 from equireg import devices, metrics, training
 from equireg.experiments.jobs import PathLike, load_pairs, save_pairs
 from equireg.files import write_csv
+from equireg.instance_optimization import InstanceOptimization
 from equireg.transforms import Transform, map_points, warp
 
 #: vessel maps are soft after average pooling; a voxel counts as vessel above this (carl.md §7)
@@ -29,19 +30,24 @@ def load_network(method: str, model: PathLike | None, dimension: int, settings: 
     return net
 
 
-def registrations(net, moving: np.ndarray, fixed: np.ndarray,
-                  seconds: list[float] | None = None) -> Iterator[tuple[slice, Transform]]:
+def registrations(net, moving: np.ndarray, fixed: np.ndarray, seconds: list[float] | None = None,
+                  optimization: InstanceOptimization | None = None) -> Iterator[tuple[slice, Transform]]:
     """Each batch of pairs (its slice) with the transform registering its moving images to its
-    fixed ones. With ``seconds``, each pair's share of its batch's wall time is appended: from
-    loading the batch until the next is asked for, so it includes what the caller computes from
-    the transform (and waits for the device when that work copies its result to the CPU)."""
+    fixed ones; with ``optimization``, each pair alone, by the network fine-tuned on it. With
+    ``seconds``, each pair's share of its batch's wall time is appended: from loading the batch
+    until the next is asked for, so it includes what the caller computes from the transform (and
+    waits for the device when that work copies its result to the CPU)."""
     device = devices.of(net)
-    for start in range(0, len(moving), EVALUATION_BATCH):
+    size = 1 if optimization is not None else EVALUATION_BATCH
+    for start in range(0, len(moving), size):
         began = time.perf_counter()
-        batch = slice(start, min(start + EVALUATION_BATCH, len(moving)))
+        batch = slice(start, min(start + size, len(moving)))
         a, b = (torch.from_numpy(images[batch]).to(device) for images in (moving, fixed))
-        with torch.no_grad():
-            transform = net(a, b)
+        if optimization is not None:
+            transform = optimization.register(net, a, b)
+        else:
+            with torch.no_grad():
+                transform = net(a, b)
         yield batch, transform
         if seconds is not None:
             seconds += [(time.perf_counter() - began) / len(a)] * len(a)
@@ -53,24 +59,25 @@ def _sampled_map(transform: Transform, batch: slice, shape: Sequence[int]) -> to
     return field.expand(batch.stop - batch.start, *field.shape[1:]).cpu()
 
 
-def register_pairs(net, moving: np.ndarray, fixed: np.ndarray,
-                   seconds: list[float] | None = None) -> torch.Tensor:
+def register_pairs(net, moving: np.ndarray, fixed: np.ndarray, seconds: list[float] | None = None,
+                   optimization: InstanceOptimization | None = None) -> torch.Tensor:
     """Coordinate maps ``phi`` (``[N, D, *S]``) registering each moving to its fixed image; with
-    ``seconds``, each pair's seconds (see :func:`registrations`)."""
+    ``seconds``, each pair's seconds; with ``optimization``, after fine-tuning on each pair (see
+    :func:`registrations`)."""
     with torch.no_grad():
         return torch.cat([_sampled_map(transform, batch, moving.shape[2:])
-                          for batch, transform in registrations(net, moving, fixed, seconds)])
+                          for batch, transform in registrations(net, moving, fixed, seconds, optimization)])
 
 
-def register_lung_pairs(net, pairs: dict[str, np.ndarray],
-                        seconds: list[float] | None = None) -> tuple[torch.Tensor, np.ndarray]:
+def register_lung_pairs(net, pairs: dict[str, np.ndarray], seconds: list[float] | None = None,
+                        optimization: InstanceOptimization | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """Coordinate maps as :func:`register_pairs`, and each fixed landmark mapped by the network's
     transform itself (``[N, K, D]`` voxel positions in the moving image): TRE is not limited by
     the sampling of the map on the grid."""
     shape, device = pairs["moving"].shape[2:], devices.of(net)
     maps, mapped = [], []
     with torch.no_grad():
-        for batch, transform in registrations(net, pairs["moving"], pairs["fixed"], seconds):
+        for batch, transform in registrations(net, pairs["moving"], pairs["fixed"], seconds, optimization):
             maps.append(_sampled_map(transform, batch, shape))
             mapped.append(map_points(transform, pairs["fixed_landmarks"][batch], shape, shape, device,
                                      what="fixed landmarks"))
@@ -134,45 +141,79 @@ def split_and_condition(pairs: dict[str, np.ndarray], path: PathLike) -> tuple[s
     return str(pairs["split"].item()), str(pairs["condition"].item())
 
 
+def instance_optimization(net, settings: dict[str, Any],
+                          io: dict[str, Any] | None) -> InstanceOptimization | None:
+    """The evaluation variant "method (IO)" of the workflow's ``instance_optimization`` settings
+    (``steps``, ``lr``): ``net`` fine-tuned on each pair with the loss of its last training stage."""
+    if io is None:
+        return None
+    if not settings.get("stages"):
+        raise ValueError("instance optimisation needs a trained method: it fine-tunes with the training loss")
+    return InstanceOptimization.of(net, training.Stage.from_config(settings["stages"][-1]), io["steps"], io["lr"])
+
+
+def io_columns(io: dict[str, Any] | None) -> dict[str, Any]:
+    """The columns that say a row was registered after instance optimisation, and how."""
+    return {} if io is None else {"io_steps": io["steps"], "io_lr": io["lr"]}
+
+
+def first_pairs(pairs: dict[str, np.ndarray], count: int | None) -> dict[str, np.ndarray]:
+    """The first ``count`` pairs of a pair set (``None``: all): every per-pair array (2-D or more,
+    one entry per pair along its first axis) cut; scalars and per-set arrays kept."""
+    total = len(pairs["moving"])
+    if count is None or count >= total:
+        return pairs
+    return {name: value[:count] if value.ndim >= 2 and len(value) == total else value
+            for name, value in pairs.items()}
+
+
 def evaluate_retina(method: str, model: PathLike | None, tests: Sequence[PathLike], table: PathLike,
-                    examples: PathLike, settings: dict[str, Any], train_condition: str, seed: int,
-                    runtime: PathLike | None = None) -> None:
+                    examples: PathLike | None, settings: dict[str, Any], train_condition: str, seed: int,
+                    runtime: PathLike | None = None, io: dict[str, Any] | None = None) -> None:
     """The measurements of :func:`dice_rows` for every pair of every test set. Every row names its
     run (method, train condition, seed) and test set (split and condition, as the pair set says),
     so the file says what it is; so does ``examples`` (its ``method``). ``runtime`` gets the seconds
-    per pair of each test set."""
+    per pair of each test set. With ``io`` (``steps``, ``lr``, ``pairs``), the evaluation variant
+    "method (IO)" on the first ``pairs`` pairs of each set, its rows marked by :func:`io_columns`."""
     net = load_network(method, model, 2, settings)
+    optimization = instance_optimization(net, settings, io)
     rows, example_arrays, timings = [], {}, []
     for test in tests:
         pairs = load_pairs(test)
         split, condition = split_and_condition(pairs, test)
+        pairs = first_pairs(pairs, io["pairs"]) if io else pairs
         seconds: list[float] = []
-        maps = register_pairs(net, pairs["moving"], pairs["fixed"], seconds)
+        maps = register_pairs(net, pairs["moving"], pairs["fixed"], seconds, optimization)
         run = {"method": method, "train_condition": train_condition, "seed": seed, "test_set": split,
-               "test_condition": condition}
+               "test_condition": condition, **io_columns(io)}
         rows += [{**run, **row} for row in dice_rows(pairs, maps)]
         timings.append(_runtime_row(run, seconds))
         example_arrays.update({f"{split}_{condition}/{k}": v for k, v in examples_of(pairs, maps).items()})
     write_csv(table, pd.DataFrame(rows))
-    save_pairs(examples, method=np.array(method), **example_arrays)
+    if examples is not None:
+        save_pairs(examples, method=np.array(method), **example_arrays)
     _write_runtime(runtime, timings, net)
 
 
 def evaluate_lung(method: str, model: PathLike | None, test: PathLike, table: PathLike,
-                  examples: PathLike, settings: dict[str, Any], seed: int, runtime: PathLike | None = None) -> None:
+                  examples: PathLike | None, settings: dict[str, Any], seed: int, runtime: PathLike | None = None,
+                  io: dict[str, Any] | None = None) -> None:
     """mTRE in mm (before / after) and % folds per lung pair; every row names its method and seed,
-    and ``examples`` its method. ``runtime`` gets the seconds per pair."""
-    pairs = load_pairs(test)
+    and ``examples`` its method. ``runtime`` gets the seconds per pair. ``io``: as
+    :func:`evaluate_retina`."""
+    pairs = first_pairs(load_pairs(test), io["pairs"] if io else None)
     net = load_network(method, model, 3, settings)
     seconds: list[float] = []
-    maps, mapped = register_lung_pairs(net, pairs, seconds)
+    maps, mapped = register_lung_pairs(net, pairs, seconds, instance_optimization(net, settings, io))
     shape = pairs["moving"].shape[2:]
     rows = lung_rows(pairs, maps, mapped)
-    write_csv(table, pd.DataFrame([{"method": method, "seed": seed, **row} for row in rows]))
-    middle = shape[0] // 2
-    example = examples_of(pairs, maps)
-    save_pairs(examples, method=np.array(method), **{k: v[middle] for k, v in example.items()})
-    _write_runtime(runtime, [_runtime_row({"method": method, "seed": seed}, seconds)], net)
+    run = {"method": method, "seed": seed, **io_columns(io)}
+    write_csv(table, pd.DataFrame([{**run, **row} for row in rows]))
+    if examples is not None:
+        middle = shape[0] // 2
+        example = examples_of(pairs, maps)
+        save_pairs(examples, method=np.array(method), **{k: v[middle] for k, v in example.items()})
+    _write_runtime(runtime, [_runtime_row(run, seconds)], net)
 
 
 def lung_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor,

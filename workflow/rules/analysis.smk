@@ -29,8 +29,19 @@ rule shift_sweep:
     threads: 1
     params:
         settings=lambda wc: method_settings(wc.method),
+        io=None,
     script:
         "../scripts/shift_sweep.py"
+
+
+use rule shift_sweep as shift_sweep_io with:
+    output:
+        table=f"{RESULTS}/shift_sweep_io/{{method}}.csv",
+    log:
+        f"{RESULTS}/logs/shift_sweep_io/{{method}}.log",
+    params:
+        settings=lambda wc: method_settings(wc.method),
+        io=io_settings("shift_sweep"),
 
 
 rule equivariance:

@@ -145,6 +145,31 @@ def sweep_model(wildcards):
     return not_shifted_model(wildcards.method)
 
 
+# the evaluation variant "method (IO)" of each experiment: which methods, on how many pairs
+IO = PRESET_CONFIG["instance_optimization"]
+# the retina leaderboard's IO rows: models trained on not-shifted pairs, tested not shifted and shifted
+IO_RETINA_CONDITIONS = [c for c in ("none", "shift") if c in RETINA["test_conditions"]]
+for experiment, allowed in (
+    ("retina", [m for m, c in retina_runs() if c == "none"]),
+    ("shift_sweep", [m for m, c in retina_runs() if c == "none"]),
+    ("lung", LUNG["methods"]),
+):
+    wrong = [
+        m for m in IO[experiment]["methods"] if m not in TRAINED or m not in allowed
+    ]
+    if wrong:
+        raise WorkflowError(
+            f"config key 'presets.{PRESET}.instance_optimization.{experiment}.methods': "
+            f"{', '.join(map(repr, wrong))} is not a method of that experiment trained on "
+            "not-shifted pairs (instance optimisation fine-tunes a trained network)"
+        )
+
+
+def io_settings(experiment):
+    """Steps, learning rate and pairs of one experiment's "method (IO)" evaluations."""
+    return {"steps": IO["steps"], "lr": IO["lr"], "pairs": IO[experiment]["pairs"]}
+
+
 LANDSCAPE = PRESET_CONFIG["landscape"]
 if (LANDSCAPE["method"], "none") not in retina_runs():
     raise WorkflowError(

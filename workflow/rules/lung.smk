@@ -67,5 +67,19 @@ rule evaluate_lung:
     threads: 1
     params:
         settings=lambda wc: method_settings(wc.method, LUNG),
+        io=None,
     script:
         "../scripts/evaluate_lung.py"
+
+
+use rule evaluate_lung as evaluate_lung_io with:
+    output:
+        table=f"{RESULTS}/lung_io/{{method}}/seed{{seed}}.csv",
+        runtime=f"{RESULTS}/benchmarks/evaluate_lung_io/{{method}}_seed{{seed}}_per_pair.tsv",
+    log:
+        f"{RESULTS}/logs/evaluate_lung_io/{{method}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate_lung_io/{{method}}_seed{{seed}}.tsv"
+    params:
+        settings=lambda wc: method_settings(wc.method, LUNG),
+        io=io_settings("lung"),

@@ -8,10 +8,24 @@ rule tables:
             for m, c in retina_runs()
             for s in SEEDS
         ],
+        retina_io=expand(
+            rules.evaluate_retina_io.output.table,
+            method=IO["retina"]["methods"],
+            condition="none",
+            seed=SEEDS,
+        ),
         shift_sweep=expand(rules.shift_sweep.output.table, method=retina_methods()),
+        shift_sweep_io=expand(
+            rules.shift_sweep_io.output.table, method=IO["shift_sweep"]["methods"]
+        ),
         equivariance=expand(rules.equivariance.output.errors, method=retina_methods()),
         lung=expand(
             rules.evaluate_lung.output.table, method=LUNG["methods"], seed=SEEDS
+        ),
+        lung_io=expand(
+            rules.evaluate_lung_io.output.table,
+            method=IO["lung"]["methods"],
+            seed=SEEDS,
         ),
         toy1d=rules.toy1d.output.curve,
         landscape=rules.landscape.output.curve,

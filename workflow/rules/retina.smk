@@ -72,5 +72,26 @@ rule evaluate_retina:
     threads: 1
     params:
         settings=lambda wc: method_settings(wc.method),
+        io=None,
     script:
         "../scripts/evaluate_retina.py"
+
+
+use rule evaluate_retina as evaluate_retina_io with:
+    input:
+        model=retina_model,
+        tests=expand(
+            rules.retina_data.output.pairs,
+            split="test",
+            condition=IO_RETINA_CONDITIONS,
+        ),
+    output:
+        table=f"{RESULTS}/retina_io/{{method}}/{{condition}}/seed{{seed}}.csv",
+        runtime=f"{RESULTS}/benchmarks/evaluate_retina_io/{{method}}_{{condition}}_seed{{seed}}_per_pair.tsv",
+    log:
+        f"{RESULTS}/logs/evaluate_retina_io/{{method}}_{{condition}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate_retina_io/{{method}}_{{condition}}_seed{{seed}}.tsv"
+    params:
+        settings=lambda wc: method_settings(wc.method),
+        io=io_settings("retina"),

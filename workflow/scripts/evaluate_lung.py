@@ -8,8 +8,9 @@ experiments.evaluate_lung(
     snakemake.input.model or None,
     snakemake.input.test,
     snakemake.output.table,
-    snakemake.output.examples,
+    snakemake.output.get("examples"),
     snakemake.params.settings,
     seed=int(snakemake.wildcards.seed),
     runtime=snakemake.output.runtime,
+    io=snakemake.params.io,
 )

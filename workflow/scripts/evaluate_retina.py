@@ -1,4 +1,5 @@
-"""Dice and folds of one trained method on every retina test set."""
+"""Dice and folds of one trained method on every retina test set (or, with params.io, of its
+"method (IO)" variant on the first pairs of the IO test sets)."""
 
 from equireg import experiments
 
@@ -8,9 +9,10 @@ experiments.evaluate_retina(
     snakemake.input.model or None,
     snakemake.input.tests,
     snakemake.output.table,
-    snakemake.output.examples,
+    snakemake.output.get("examples"),
     snakemake.params.settings,
     train_condition=snakemake.wildcards.condition,
     seed=int(snakemake.wildcards.seed),
     runtime=snakemake.output.runtime,
+    io=snakemake.params.io,
 )

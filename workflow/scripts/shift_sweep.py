@@ -9,4 +9,5 @@ experiments.shift_sweep(
     snakemake.input.pairs,
     snakemake.output[0],
     settings=snakemake.params.settings,
+    io=snakemake.params.io,
 )
