@@ -44,6 +44,9 @@ def registrations(net, moving: np.ndarray, fixed: np.ndarray, seconds: list[floa
         batch = slice(start, min(start + size, len(moving)))
         a, b = (torch.from_numpy(images[batch]).to(device) for images in (moving, fixed))
         if optimization is not None:
+            # the loss may draw noise (GradICON): seeded by the pair, so a pair's result does not
+            # depend on which pairs came before it
+            torch.manual_seed(start)
             transform = optimization.register(net, a, b)
         else:
             with torch.no_grad():
