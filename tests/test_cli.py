@@ -250,8 +250,8 @@ def test_resampling_pads_to_keep_the_aspect_ratio_and_warns(tmp_path, monkeypatc
     _image(tmp_path / "fixed.mha", array.astype(np.float32))
     seen = []
     real = registration._run_network
-    monkeypatch.setattr(registration, "_run_network", lambda net, method, moving, fixed: seen.append(fixed) or real(
-        net, method, moving, fixed))
+    monkeypatch.setattr(registration, "_run_network", lambda net, method, moving, fixed, *rest: seen.append(fixed) or
+                        real(net, method, moving, fixed, *rest))
     assert _register(tmp_path, tmp_path / "fixed.mha", tmp_path / "fixed.mha", "--shape", "98", "70") == 0
     captured = capsys.readouterr()
     summary = json.loads(captured.out)

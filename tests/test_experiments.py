@@ -43,9 +43,48 @@ def test_real_lung_test_set_keeps_landmarks_and_spacing(tmp_path, monkeypatch, d
     before = np.linalg.norm((original.fixed_landmarks - original.moving_landmarks) * spacing, axis=1)
     after = np.linalg.norm((pairs["fixed_landmarks"][0] - pairs["moving_landmarks"][0]) * pairs["spacing"][0], axis=1)
     np.testing.assert_allclose(after, before, rtol=1e-9)
-    with pytest.raises(ValueError, match="both set"):
+    with pytest.raises(ValueError, match="set together"):
         experiments.build_lung_set(tmp_path / "both.npz", "test", {"size": 17, "pairs": 1}, copdgene=tmp_path,
                                    dirlab4dct=tmp_path)
+
+
+def _write_nlst(root, counts, shape=(12, 20, 16)):
+    """NLST's layout with pairs whose keypoint counts differ, as in the real data set."""
+    import json
+
+    import SimpleITK as sitk
+
+    listing = []
+    for case, count in enumerate(counts, 1):
+        for index in ("0000", "0001"):
+            name = f"NLST_{case:04d}_{index}"
+            for folder, array in (("imagesTr", np.full(shape, -800, np.int16)), ("masksTr", np.ones(shape, np.uint8))):
+                (root / folder).mkdir(exist_ok=True)
+                sitk.WriteImage(sitk.GetImageFromArray(array), str(root / folder / f"{name}.nii.gz"))
+            (root / "keypointsTr").mkdir(exist_ok=True)
+            points = random_points(shape, count)
+            (root / "keypointsTr" / f"{name}.csv").write_text(
+                "\n".join(f"{x:.1f},{y:.1f},{z:.1f}" for z, y, x in points) + "\n")
+        listing.append({"fixed": f"./imagesTr/NLST_{case:04d}_0000.nii.gz",
+                        "moving": f"./imagesTr/NLST_{case:04d}_0001.nii.gz"})
+    (root / "NLST_dataset.json").write_text(json.dumps({"registration_val": listing}))
+
+
+def test_nlst_test_set_stacks_pairs_with_different_keypoint_counts(tmp_path):
+    _write_nlst(tmp_path, [7, 5, 9])
+    experiments.build_lung_set(tmp_path / "test.npz", "test", {"size": 17, "pairs": 2}, nlst=tmp_path)
+    pairs = experiments.load_pairs(tmp_path / "test.npz")
+    assert pairs["moving"].shape == (2, 1, 17, 17, 17) and pairs["fixed_landmarks"].shape == (2, 5, 3)
+    first = loaders.load_nlst(tmp_path, *loaders.nlst_pairs(tmp_path)[0])
+    scale = 16 / (np.asarray(first.fixed.shape) - 1)
+    # each kept keypoint is one of the pair's own, fixed and moving rows still corresponding
+    fixed, moving = first.fixed_landmarks * scale, first.moving_landmarks * scale
+    kept = [int(np.argmin(np.abs(fixed - point).sum(1))) for point in pairs["fixed_landmarks"][0]]
+    np.testing.assert_allclose(pairs["fixed_landmarks"][0], fixed[kept], atol=1e-9)
+    np.testing.assert_allclose(pairs["moving_landmarks"][0], moving[kept], atol=1e-9)
+    with pytest.raises(ValueError, match="set together"):
+        experiments.build_lung_set(tmp_path / "both.npz", "test", {"size": 17, "pairs": 1}, copdgene=tmp_path,
+                                   nlst=tmp_path)
 
 
 def test_load_pairs_names_a_broken_file(tmp_path):

@@ -69,34 +69,57 @@ def build_sweep_set(path: PathLike, sweep: dict[str, Any], retina: dict[str, Any
     save_pairs(path, **{name: np.concatenate(values) for name, values in arrays.items()})
 
 
+def _real_lung_pairs(dataset: str, root: PathLike, count: int) -> list:
+    """The first ``count`` pairs of a real lung dataset (:mod:`equireg.data.loaders`)."""
+    from equireg.data import loaders
+
+    if dataset == "nlst":
+        return [loaders.load_nlst(root, fixed, moving) for fixed, moving in loaders.nlst_pairs(root)[:count]]
+    load = loaders.load_dirlab_copdgene if dataset == "copdgene" else loaders.load_dirlab_4dct
+    return [load(root, case) for case in range(1, min(count, 10) + 1)]
+
+
+def _common_landmarks(pairs: list, seed: int) -> list[np.ndarray]:
+    """Per pair, the indices of the landmarks kept: all where every pair has as many (DIR-Lab's 300),
+    else a seeded random subset of the smallest count (NLST's keypoints vary from pair to pair), so
+    that they stack as ``[N, K, D]``."""
+    keep = min(len(pair.fixed_landmarks) for pair in pairs)
+    rng = np.random.default_rng(seed)
+    return [np.arange(keep) if len(pair.fixed_landmarks) == keep
+            else np.sort(rng.choice(len(pair.fixed_landmarks), keep, replace=False)) for pair in pairs]
+
+
 def build_lung_set(path: PathLike, split: str, settings: dict[str, Any], copdgene: PathLike | None = None,
-                   dirlab4dct: PathLike | None = None) -> None:
+                   dirlab4dct: PathLike | None = None, nlst: PathLike | None = None) -> None:
     """Lung pairs preprocessed as CT (clamp, [0, 1], lung mask) at ``size``^3, with landmarks.
 
-    Generated phantom pairs (inhale moving, exhale fixed, exact landmarks) by default; with
-    ``copdgene`` the test split is DIR-Lab COPDGene cases 1..``pairs`` (expiration moving,
-    inspiration fixed), with ``dirlab4dct`` DIR-Lab 4DCT cases 1..``pairs`` (T50 moving, T00 fixed),
-    300 landmarks each, resampled with their spacing kept for TRE in mm.
+    Generated phantom pairs (inhale moving, exhale fixed, exact landmarks) by default. With a real
+    dataset the test split is its first ``pairs`` pairs, resampled with their spacing kept for TRE
+    in mm: ``copdgene``, DIR-Lab COPDGene cases (expiration moving, inspiration fixed, 300
+    landmarks); ``dirlab4dct``, DIR-Lab 4DCT cases (T50 moving, T00 fixed, 300 landmarks);
+    ``nlst``, Learn2Reg NLST ``registration_val`` pairs (moving and fixed as listed; its keypoints,
+    a seeded subset of the smallest count where pairs differ).
     """
     shape = (settings["size"],) * 3
-    if copdgene and dirlab4dct:
-        raise ValueError(f"datasets: copdgene ({copdgene}) and dirlab4dct ({dirlab4dct}) are both set; "
-                         "the lung test set is one of them")
-    if split == "test" and (copdgene or dirlab4dct):
-        from equireg.data.loaders import load_dirlab_4dct, load_dirlab_copdgene
+    roots = {name: root for name, root in (("copdgene", copdgene), ("dirlab4dct", dirlab4dct), ("nlst", nlst))
+             if root}
+    if len(roots) > 1:
+        raise ValueError(f"datasets: {', '.join(f'{name} ({root})' for name, root in roots.items())} are set "
+                         "together; the lung test set is one of them")
+    if split == "test" and roots:
         from equireg.data.lung import prepare_lung_ct, resample_points
 
-        load, root = (load_dirlab_copdgene, copdgene) if copdgene else (load_dirlab_4dct, dirlab4dct)
+        (dataset, root), = roots.items()
+        real = _real_lung_pairs(dataset, root, settings["pairs"])
         arrays: dict[str, list] = {key: [] for key in ("moving", "fixed", "moving_landmarks", "fixed_landmarks",
                                                         "spacing")}
-        for case in range(1, min(settings["pairs"], 10) + 1):
-            pair = load(root, case)
+        for pair, kept in zip(real, _common_landmarks(real, DATA_SEEDS["test"])):
             for side in ("moving", "fixed"):
                 image, spacing = prepare_lung_ct(getattr(pair, side), getattr(pair, f"{side}_mask"), pair.spacing,
                                                  shape)
                 arrays[side].append(image[None])
                 arrays[f"{side}_landmarks"].append(
-                    resample_points(getattr(pair, f"{side}_landmarks"), getattr(pair, side).shape, shape))
+                    resample_points(getattr(pair, f"{side}_landmarks")[kept], getattr(pair, side).shape, shape))
             arrays["spacing"].append(spacing)
         stacked = {key: np.stack(value) for key, value in arrays.items()}
         save_pairs(path, moving_label=(stacked["moving"] > 0).astype(np.float32),

@@ -15,6 +15,7 @@ rule lung_data:
         lung=LUNG,
         copdgene=config.get("datasets", {}).get("copdgene"),
         dirlab4dct=config.get("datasets", {}).get("dirlab4dct"),
+        nlst=config.get("datasets", {}).get("nlst"),
     script:
         "../scripts/lung_data.py"
 

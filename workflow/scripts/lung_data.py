@@ -9,4 +9,5 @@ experiments.build_lung_set(
     settings=snakemake.params.lung,
     copdgene=snakemake.params.copdgene,
     dirlab4dct=snakemake.params.dirlab4dct,
+    nlst=snakemake.params.nlst,
 )
