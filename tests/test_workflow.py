@@ -113,11 +113,12 @@ def test_smoke_preset_runs_end_to_end_and_reproduces(tmp_path):
     # the landing page: the suite's description with the claims and leaderboards as HTML tables
     landing = _landing_tables(html)
     claims_table = landing["equireg-claims"]
-    assert claims_table[0] == ["claim", "text", "criterion", "measured", "result"] and len(claims_table) == 1 + 7
+    assert claims_table[0] == ["claim", "text", "criterion", "measured", "result"] and len(claims_table) == 1 + 10
     assert {row[-1] for row in claims_table[1:]} <= {"PASS", "FAIL"}
     board = landing["equireg-leaderboard_retina"]
     # methods by the names the README and the figures use; the leaderboard CSVs keep the method ids
     assert board[1][0] == "unregistered" and {"CARL", "GradICON", "classical (SimpleITK)"} <= {row[0] for row in board[1:]}
+    assert {"CARL (IO)", "GradICON (IO)"} <= {row[0] for row in board[1:]}  # the evaluation variant's rows
     assert "| CARL |" in (first / "tables" / "leaderboard_retina.md").read_text()
     assert "\ncarl," in (first / "tables" / "leaderboard_retina.csv").read_text()
     assert "equireg-leaderboard_lung" in landing
