@@ -61,9 +61,10 @@ def instance_optimize(
 @dataclass(frozen=True)
 class InstanceOptimization:
     """Fine-tune a network on each pair before registering it: ``steps`` Adam steps at ``lr`` on
-    ``loss``, a loss module that trains the network (see :func:`instance_optimize`)."""
+    ``loss``, a loss module (or any callable returning ``{"loss": ...}``) that trains the network
+    (see :func:`instance_optimize`)."""
 
-    loss: nn.Module
+    loss: Loss
     steps: int
     lr: float = PAPER_LR
     progress: bool = False
