@@ -165,17 +165,23 @@ def claim_lung(lung: pd.DataFrame, copdgene: str | None) -> tuple[str, str, bool
             bool((lung["mtre_mm"] < lung["mtre_before_mm"]).all()))
 
 
+def _trend_interval_text(row: Any) -> str:
+    """`` [low, high]``: the 95 % interval of a run's trend, where the plateau table has it."""
+    low, high = getattr(row, "gain_ci_low", np.nan), getattr(row, "gain_ci_high", np.nan)
+    return "" if np.isnan(low) else f" [{low:+.3f}, {high:+.3f}]"
+
+
 @titled("Every trained method is trained to its plateau (the numbers compare methods, not budgets)")
 def claim_plateau(plateau: pd.DataFrame) -> tuple[str, str, bool]:
     retina = plateau[plateau.score == "val_dice"]
     if retina.empty:
         raise LookupError("no retina learning curves")
-    parts = [f"{row.method}/{row.train_condition}/seed{row.seed} {row.gain_last_quarter:+.3f} ({row.steps} steps)"
-             for row in retina.itertuples()]
+    parts = [f"{row.method}/{row.train_condition}/seed{row.seed} {row.gain_last_quarter:+.3f}"
+             f"{_trend_interval_text(row)} ({row.steps} steps)" for row in retina.itertuples()]
     return (
         f"validation Dice gain over the last 25 % of each run's steps <= {tables.PLATEAU_GAIN} "
-        "(rise of the line fitted to that quarter's validation points; held-out validation pairs, "
-        "never the test pairs)",
+        "(rise of the line fitted to that quarter's validation points, [its 95 % interval]; held-out "
+        "validation pairs, never the test pairs)",
         "; ".join(parts), bool((retina.gain_last_quarter <= tables.PLATEAU_GAIN).all()))
 
 

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from equireg import metrics
 from equireg.files import FLOAT_FORMAT, write_csv, write_text
@@ -153,12 +154,22 @@ def _trend_gain(steps: np.ndarray, scores: np.ndarray, span: float) -> float:
     return float(slope * span)
 
 
+def _trend_interval(steps: np.ndarray, scores: np.ndarray, span: float) -> tuple[float, float]:
+    """The 95 % confidence interval of :func:`_trend_gain` (least squares, t with n - 2 degrees of
+    freedom): how well the validation points determine the trend. NaN below three points."""
+    if len(steps) < 3:
+        return float("nan"), float("nan")
+    fit = stats.linregress(steps.astype(float), scores.astype(float))
+    half = stats.t.ppf(0.975, len(steps) - 2) * fit.stderr
+    return float((fit.slope - half) * span), float((fit.slope + half) * span)
+
+
 def plateau(curves: pd.DataFrame) -> pd.DataFrame:
     """Per training run: its steps, final validation score and the gain over its last 25 % of
     steps: the rise of the line fitted to the validation points from the last one at or before
-    75 % of the steps to the end (at least two points). Retina runs score Dice (higher is better)
-    and are judged against ``PLATEAU_GAIN``; lung runs score mTRE in mm, shown as its decrease and
-    not judged (no threshold is established for it)."""
+    75 % of the steps to the end (at least two points), with its 95 % interval. Retina runs score
+    Dice (higher is better) and are judged against ``PLATEAU_GAIN``; lung runs score mTRE in mm,
+    shown as its decrease and not judged (no threshold is established for it)."""
     rows = []
     for keys, run in curves.groupby(CURVE_KEYS, sort=True):
         run = run.sort_values("step")
@@ -167,10 +178,12 @@ def plateau(curves: pd.DataFrame) -> pd.DataFrame:
         earlier = run[run["step"] <= 0.75 * steps]
         first = earlier["step"].iloc[-1] if not earlier.empty else run["step"].iloc[0]
         quarter = run[run["step"] >= first]
-        rise = _trend_gain(quarter["step"].to_numpy(), quarter[score].to_numpy(), 0.25 * steps)
-        gain = rise if score == "val_dice" else -rise
+        points = quarter["step"].to_numpy(), quarter[score].to_numpy(), 0.25 * steps
+        rise, (low, high) = _trend_gain(*points), _trend_interval(*points)
+        gain, (low, high) = (rise, (low, high)) if score == "val_dice" else (-rise, (-high, -low))
         rows.append({**dict(zip(CURVE_KEYS, keys)), "steps": steps, "score": score,
                      "final": float(run[score].iloc[-1]), "gain_last_quarter": gain,
+                     "gain_ci_low": low, "gain_ci_high": high, "points": len(quarter),
                      "plateau": ("yes" if gain <= PLATEAU_GAIN else "no") if score == "val_dice" else "not judged"})
     return pd.DataFrame(rows)
 
