@@ -69,17 +69,24 @@ def _dice(retina: pd.DataFrame, method: str, train: str, test: str) -> pd.Series
     return rows.iloc[0]
 
 
+def _dice_by_pair(pairs: pd.DataFrame, method: str, train: str, test: str, what: str = "retina pairs") -> pd.Series:
+    """Dice of ``method`` per (seed, pair) on the generated test pairs of ``test``."""
+    rows = pairs[(pairs.method == method) & (pairs.train_condition == train) & (pairs.test_set == "test")
+                 & (pairs.test_condition == test)]
+    if rows.empty:
+        raise LookupError(f"no {what} for {method}, trained on {train}, tested on {test}")
+    return rows.set_index(["seed", "pair"])["dice"]
+
+
+def _paired(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The values of ``a`` and ``b`` on the (seed, pair) entries both have."""
+    a, b = a.align(b, join="inner")
+    return a.to_numpy(), b.to_numpy()
+
+
 def _paired_dice(pairs: pd.DataFrame, method: str, train: str, tests: tuple[str, str]) -> tuple[np.ndarray, ...]:
     """Dice of ``method`` on the same test pairs (seed, pair) under two test conditions."""
-    keyed = []
-    for test in tests:
-        rows = pairs[(pairs.method == method) & (pairs.train_condition == train) & (pairs.test_set == "test")
-                     & (pairs.test_condition == test)]
-        if rows.empty:
-            raise LookupError(f"no retina pairs for {method}, trained on {train}, tested on {test}")
-        keyed.append(rows.set_index(["seed", "pair"])["dice"])
-    a, b = keyed[0].align(keyed[1], join="inner")
-    return a.to_numpy(), b.to_numpy()
+    return _paired(*(_dice_by_pair(pairs, method, train, test) for test in tests))
 
 
 def _mean_ci(row: pd.Series, name: str = "dice") -> str:
@@ -185,11 +192,6 @@ def claim_plateau(plateau: pd.DataFrame) -> tuple[str, str, bool]:
         "; ".join(parts), bool((retina.gain_last_quarter <= tables.PLATEAU_GAIN).all()))
 
 
-def _optional(directory: str | Path, name: str) -> pd.DataFrame | None:
-    """A table of the run, or ``None`` where the run did not write it (the claims on it fail, titled)."""
-    return tables.read(directory, name) if (Path(directory) / f"{name}.csv").exists() else None
-
-
 def _present(table: pd.DataFrame | None, name: str) -> pd.DataFrame:
     if table is None:
         raise LookupError(f"no table {name}")
@@ -199,25 +201,7 @@ def _present(table: pd.DataFrame | None, name: str) -> pd.DataFrame:
 def _io_rows(io_pairs: pd.DataFrame | None, method: str, test: str) -> pd.Series:
     """Dice of ``method (IO)`` per (seed, pair) on the generated test pairs of ``test`` (trained on
     not-shifted pairs)."""
-    io_pairs = _present(io_pairs, "retina_io")
-    rows = io_pairs[(io_pairs.method == method) & (io_pairs.train_condition == "none")
-                    & (io_pairs.test_set == "test") & (io_pairs.test_condition == test)]
-    if rows.empty:
-        raise LookupError(f"no retina IO pairs for {method}, tested on {test}")
-    return rows.set_index(["seed", "pair"])["dice"]
-
-
-def _plain_rows(pairs: pd.DataFrame, method: str, test: str) -> pd.Series:
-    rows = pairs[(pairs.method == method) & (pairs.train_condition == "none") & (pairs.test_set == "test")
-                 & (pairs.test_condition == test)]
-    if rows.empty:
-        raise LookupError(f"no retina pairs for {method}, trained on none, tested on {test}")
-    return rows.set_index(["seed", "pair"])["dice"]
-
-
-def _paired(a: pd.Series, b: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    a, b = a.align(b, join="inner")
-    return a.to_numpy(), b.to_numpy()
+    return _dice_by_pair(_present(io_pairs, "retina_io"), method, "none", test, "retina IO pairs")
 
 
 @titled("Instance optimisation does not make a method worse (retina Dice, lung mTRE)")
@@ -227,7 +211,7 @@ def claim_io_no_worse(pairs: pd.DataFrame, io_pairs: pd.DataFrame | None, lung_p
     io_pairs, lung_io_pairs = _present(io_pairs, "retina_io"), _present(lung_io_pairs, "lung_io")
     chosen = io_pairs[(io_pairs.train_condition == "none") & (io_pairs.test_set == "test")]
     for (method, test), _ in chosen.groupby(["method", "test_condition"], sort=True):
-        tuned, plain = _paired(_io_rows(io_pairs, method, test), _plain_rows(pairs, method, test))
+        tuned, plain = _paired(_io_rows(io_pairs, method, test), _dice_by_pair(pairs, method, "none", test))
         low, high = bootstrap_ci(tuned - plain)
         passed &= high >= 0
         parts.append(f"{method} {test}: Dice {_difference(tuned, plain)}")
@@ -250,7 +234,7 @@ def claim_io_no_worse(pairs: pd.DataFrame, io_pairs: pd.DataFrame | None, lung_p
 
 @titled("On shifted pairs GradICON with instance optimisation stays far below CARL (trained on not-shifted pairs)")
 def claim_io_gradicon(pairs: pd.DataFrame, io_pairs: pd.DataFrame) -> tuple[str, str, bool]:
-    carl, tuned = _paired(_plain_rows(pairs, "carl", "shift"), _io_rows(io_pairs, "gradicon", "shift"))
+    carl, tuned = _paired(_dice_by_pair(pairs, "carl", "none", "shift"), _io_rows(io_pairs, "gradicon", "shift"))
     return (f"mean Dice of CARL - GradICON (IO) on the same shifted pairs > {GRADICON_DROP}",
             f"CARL - GradICON (IO): {_difference(carl, tuned)}",
             bool((carl - tuned).mean() > GRADICON_DROP))
@@ -268,11 +252,11 @@ def check_all(directory: str | Path, copdgene: str | None = None) -> list[Claim]
     """The paper's six claims, the plateau check and the three claims on instance optimisation from
     the tables in ``directory``."""
     read = lambda name: tables.read(directory, name)  # noqa: E731
-    retina, pairs, io_pairs = read("retina"), read("retina_pairs"), _optional(directory, "retina_io")
+    retina, pairs, io_pairs = read("retina"), read("retina_pairs"), tables.read_if_written(directory, "retina_io")
     return [claim_gradicon(retina, pairs), claim_carl(retina, pairs), claim_landscape(read("landscape")),
             claim_toy(read("toy1d")), claim_equivariance(read("equivariance")), claim_lung(read("lung"), copdgene),
             claim_plateau(read("plateau")),
-            claim_io_no_worse(pairs, io_pairs, _optional(directory, "lung_pairs"), _optional(directory, "lung_io")),
+            claim_io_no_worse(pairs, io_pairs, tables.read_if_written(directory, "lung_pairs"), tables.read_if_written(directory, "lung_io")),
             claim_io_gradicon(pairs, io_pairs), claim_io_carl(io_pairs)]
 
 

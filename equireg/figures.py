@@ -94,7 +94,7 @@ def shift_sweep(directory: Path) -> plt.Figure:
     "method (IO)" (instance optimisation, on its own pairs) dashed in the method's colour, as the
     paper draws it."""
     sweep = tables.read(directory, "shift_sweep")
-    optimized = tables.read(directory, "shift_sweep_io") if (directory / "shift_sweep_io.csv").exists() else None
+    optimized = tables.read_if_written(directory, "shift_sweep_io")
     figure, axis = plt.subplots(figsize=(6.5, 4))
     colours = palette(sorted(set(sweep.method)))
     for method, curve in sweep.groupby("method"):

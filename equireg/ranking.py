@@ -64,6 +64,11 @@ class Metric:
         return scores[:, hardest]
 
 
+def columns_read(metrics: list[Metric]) -> list[str]:
+    """The per-case columns that ranking by ``metrics`` reads."""
+    return sorted({m.column for m in metrics} | {m.hardest_by for m in metrics if m.hardest_by})
+
+
 def holm(p_values: np.ndarray) -> np.ndarray:
     """Holm's step-down adjusted p-values (family-wise error rate), in the input order."""
     p_values = np.asarray(p_values, dtype=np.float64)
@@ -123,7 +128,7 @@ def rank_methods(table: pd.DataFrame, metrics: list[Metric], case: str | list[st
     ``score_<metric>`` per metric, ``score`` (their geometric mean), ``rank`` and its bootstrap
     interval ``rank_low``/``rank_high`` over ``resamples`` resamplings of the cases (seeded).
     """
-    columns = sorted({m.column for m in metrics} | {m.hardest_by for m in metrics if m.hardest_by})
+    columns = columns_read(metrics)
     wide = table.pivot_table(index=case, columns=method, values=columns, aggfunc="first").dropna()
     names = sorted(table[method].unique())
     if wide.empty:

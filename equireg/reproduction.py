@@ -40,16 +40,12 @@ def _half_width(row: pd.Series, value: str) -> float:
     return float((high - low) / 2) if low is not None and high is not None else float("nan")
 
 
-def _optional(directory: Path, name: str) -> pd.DataFrame | None:
-    return tables.read(directory, name) if (directory / f"{name}.csv").exists() else None
-
-
 def headlines(directory: str | Path) -> pd.DataFrame:
     """The headline numbers of one run's tables: ``quantity``, ``value``, ``seed_std`` and
     ``ci_half_width`` (NaN where not measured)."""
     directory = Path(directory)
     rows = []
-    retina, pairs = _optional(directory, "retina"), _optional(directory, "retina_pairs")
+    retina, pairs = tables.read_if_written(directory, "retina"), tables.read_if_written(directory, "retina_pairs")
     if retina is not None:
         chosen = retina[(retina.train_condition == "none") & (retina.test_set == "test")
                         & retina.test_condition.isin(RETINA_TESTS)]
@@ -59,17 +55,17 @@ def headlines(directory: str | Path) -> pd.DataFrame:
                     "test_condition": row.test_condition}
             rows.append({"quantity": f"retina Dice, {row.method}, test {row.test_condition}", "value": row.dice,
                          "seed_std": _seed_std(pairs, keys, "dice"), "ci_half_width": _half_width(series, "dice")})
-    lung = _optional(directory, "lung")
+    lung = tables.read_if_written(directory, "lung")
     if lung is not None:
         for _, row in lung.iterrows():
             rows.append({"quantity": f"lung mTRE (mm), {row.method}", "value": row.mtre_mm, "seed_std": np.nan,
                          "ci_half_width": _half_width(row, "mtre_mm")})
-    equivariance = _optional(directory, "equivariance")
+    equivariance = tables.read_if_written(directory, "equivariance")
     if equivariance is not None:
         for row in equivariance[equivariance.case == "[W,U]"].itertuples(index=False):
             rows.append({"quantity": f"[W,U] median error (voxels), {row.method}", "value": row.median_error_vox,
                          "seed_std": np.nan, "ci_half_width": np.nan})
-    landscape = _optional(directory, "landscape")
+    landscape = tables.read_if_written(directory, "landscape")
     if landscape is not None:
         for row in landscape.itertuples(index=False):
             rows.append({"quantity": f"basin width, {row.transform}", "value": row.basin_width,

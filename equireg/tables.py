@@ -19,7 +19,7 @@ from equireg import metrics
 from equireg.files import FLOAT_FORMAT, write_csv, write_text
 from equireg.landscape import basin_width
 from equireg.methods import display_name
-from equireg.ranking import Metric, rank_methods, rank_text
+from equireg.ranking import Metric, columns_read, rank_methods, rank_text
 from equireg.uncertainty import bootstrap_ci
 
 
@@ -194,8 +194,7 @@ def _with_ci(mean: float, low: float, high: float, digits: int) -> str:
 
 def _per_pair(runs: pd.DataFrame, metrics_: list[Metric]) -> pd.DataFrame:
     """One row per method and pair: its values averaged over seeds (the cases that ranks compare)."""
-    columns = sorted({m.column for m in metrics_} | {m.hardest_by for m in metrics_ if m.hardest_by})
-    return runs.groupby(["method", "pair"], as_index=False, sort=True)[columns].mean()
+    return runs.groupby(["method", "pair"], as_index=False, sort=True)[columns_read(metrics_)].mean()
 
 
 def ranking(pairs: pd.DataFrame, lung_runs_: pd.DataFrame) -> pd.DataFrame:
@@ -387,3 +386,8 @@ def write_all(inputs: Any, directory: str | Path) -> None:
 def read(directory: str | Path, name: str) -> pd.DataFrame:
     """Read back a table written by :func:`write_table`."""
     return pd.read_csv(Path(directory) / f"{name}.csv")
+
+
+def read_if_written(directory: str | Path, name: str) -> pd.DataFrame | None:
+    """:func:`read`, or ``None`` where the run did not write that table (an older run, a test)."""
+    return read(directory, name) if (Path(directory) / f"{name}.csv").exists() else None
