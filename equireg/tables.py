@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 from equireg import metrics
 from equireg.files import FLOAT_FORMAT, write_csv, write_text
@@ -135,8 +135,11 @@ def lung(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 CURVE_KEYS = ["experiment", "method", "train_condition", "seed"]
-#: a run has reached its plateau if its validation Dice rose by at most this over its last quarter
-PLATEAU_GAIN = 0.01
+#: a run is at its plateau when its validation score improves by at most this over its last quarter:
+#: one point of Dice, or a tenth of a millimetre of mTRE (a tenth of the smallest lung voxel here)
+PLATEAU_BOUND = {"val_dice": 0.01, "val_mtre_mm": 0.1}
+#: the extrapolation of :func:`_steps_to_plateau` looks this many times the run's steps ahead, no further
+PLATEAU_HORIZON = 100
 
 
 def learning_curves(paths: Iterable[str]) -> pd.DataFrame:
@@ -145,31 +148,64 @@ def learning_curves(paths: Iterable[str]) -> pd.DataFrame:
     return runs.sort_values(CURVE_KEYS + ["step"], ignore_index=True)
 
 
-def _trend_gain(steps: np.ndarray, scores: np.ndarray, span: float) -> float:
-    """The rise of the least-squares line through (steps, scores) over ``span`` steps: the trend of
-    a noisy curve (one validation pass moves Dice by a few 0.001), not the difference of two points."""
+def _trend(steps: np.ndarray, scores: np.ndarray, span: float) -> tuple[float, float, float]:
+    """The rise of the least-squares line through (steps, scores) over ``span`` steps, with its 95 %
+    interval: the trend of a noisy curve, not the difference of two points.
+
+    Dense validation points are not independent (the weights move little between two of them), so
+    with eight or more points the interval is widened by the residuals' lag-1 autocorrelation ρ:
+    standard error × sqrt((1 + ρ) / (1 - ρ)), t with n (1 - ρ) / (1 + ρ) - 2 degrees of freedom
+    (the AR(1) effective sample size). Interval NaN below three points."""
+    steps, scores = steps.astype(float), scores.astype(float)
     if len(steps) < 2:
-        return float("nan")
-    slope = np.polyfit(steps.astype(float), scores.astype(float), 1)[0]
-    return float(slope * span)
-
-
-def _trend_interval(steps: np.ndarray, scores: np.ndarray, span: float) -> tuple[float, float]:
-    """The 95 % confidence interval of :func:`_trend_gain` (least squares, t with n - 2 degrees of
-    freedom): how well the validation points determine the trend. NaN below three points."""
+        return float("nan"), float("nan"), float("nan")
     if len(steps) < 3:
-        return float("nan"), float("nan")
-    fit = stats.linregress(steps.astype(float), scores.astype(float))
-    half = stats.t.ppf(0.975, len(steps) - 2) * fit.stderr
-    return float((fit.slope - half) * span), float((fit.slope + half) * span)
+        return float(np.polyfit(steps, scores, 1)[0] * span), float("nan"), float("nan")
+    fit = stats.linregress(steps, scores)
+    rho = 0.0
+    if len(steps) >= 8:
+        residuals = scores - (fit.intercept + fit.slope * steps)
+        denominator = float(np.sum(residuals ** 2))
+        if denominator > 0:
+            rho = float(np.clip(np.sum(residuals[1:] * residuals[:-1]) / denominator, 0.0, 0.9))
+    effective = len(steps) * (1 - rho) / (1 + rho)
+    half = stats.t.ppf(0.975, max(1.0, effective - 2)) * fit.stderr * np.sqrt((1 + rho) / (1 - rho))
+    return float(fit.slope * span), float((fit.slope - half) * span), float((fit.slope + half) * span)
+
+
+def _steps_to_plateau(steps: np.ndarray, gains: np.ndarray, bound: float) -> float:
+    """How many steps in all the curve says a run needs: a saturating exponential
+    c - a exp(-t / τ) fitted to the second half of the curve (``gains``: the score, oriented so that
+    up is better), and the least total T >= the run's steps at which its rise over [0.75 T, T] is
+    <= ``bound``. inf beyond ``PLATEAU_HORIZON`` times the run's steps; NaN when the fit fails."""
+    total = float(steps[-1])
+    late = steps >= total / 2
+    t, y = steps[late].astype(float), gains[late].astype(float)
+    if len(t) < 5:
+        return float("nan")
+
+    def curve(t: np.ndarray, c: float, a: float, tau: float) -> np.ndarray:
+        return c - a * np.exp(-t / tau)
+
+    start = (y[-1], max(y[-1] - y[0], 1e-6) * np.exp(t[0] / total), total / 2)
+    try:
+        (_, a, tau), _ = optimize.curve_fit(curve, t, y, p0=start, maxfev=20000,
+                                            bounds=([-np.inf, 0.0, total / 50], [np.inf, np.inf, PLATEAU_HORIZON * total]))
+    except (RuntimeError, ValueError):
+        return float("nan")
+    candidates = np.geomspace(total, PLATEAU_HORIZON * total, 2000)
+    rise = a * (np.exp(-0.75 * candidates / tau) - np.exp(-candidates / tau))
+    reached = candidates[rise <= bound]
+    return float(np.ceil(reached[0])) if len(reached) else float("inf")
 
 
 def plateau(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per training run: its steps, final validation score and the gain over its last 25 % of
-    steps: the rise of the line fitted to the validation points from the last one at or before
-    75 % of the steps to the end (at least two points), with its 95 % interval. Retina runs score
-    Dice (higher is better) and are judged against ``PLATEAU_GAIN``; lung runs score mTRE in mm,
-    shown as its decrease and not judged (no threshold is established for it)."""
+    """Per training run: its steps, final validation score and its gain over its last 25 % of steps
+    (the rise of the line fitted to the validation points from the last one at or before 75 % of the
+    steps to the end; for mTRE its fall) with its 95 % interval (:func:`_trend`), judged against
+    ``PLATEAU_BOUND``: "yes" when the whole interval lies at or below the bound, "not yet" when it
+    lies above, "undecided" when it straddles it. Runs not at their plateau get ``steps_needed``,
+    the total steps their curve says they need (:func:`_steps_to_plateau`)."""
     rows = []
     for keys, run in curves.groupby(CURVE_KEYS, sort=True):
         run = run.sort_values("step")
@@ -178,13 +214,16 @@ def plateau(curves: pd.DataFrame) -> pd.DataFrame:
         earlier = run[run["step"] <= 0.75 * steps]
         first = earlier["step"].iloc[-1] if not earlier.empty else run["step"].iloc[0]
         quarter = run[run["step"] >= first]
-        points = quarter["step"].to_numpy(), quarter[score].to_numpy(), 0.25 * steps
-        rise, (low, high) = _trend_gain(*points), _trend_interval(*points)
-        gain, (low, high) = (rise, (low, high)) if score == "val_dice" else (-rise, (-high, -low))
+        direction = 1.0 if score == "val_dice" else -1.0  # mTRE improves downwards
+        gain, low, high = _trend(quarter["step"].to_numpy(), direction * quarter[score].to_numpy(), 0.25 * steps)
+        bound = PLATEAU_BOUND[score]
+        verdict = "yes" if high <= bound else "not yet" if low > bound else "undecided"
+        needed = (np.nan if verdict == "yes" else
+                  _steps_to_plateau(run["step"].to_numpy(), direction * run[score].to_numpy(), bound))
         rows.append({**dict(zip(CURVE_KEYS, keys)), "steps": steps, "score": score,
                      "final": float(run[score].iloc[-1]), "gain_last_quarter": gain,
-                     "gain_ci_low": low, "gain_ci_high": high, "points": len(quarter),
-                     "plateau": ("yes" if gain <= PLATEAU_GAIN else "no") if score == "val_dice" else "not judged"})
+                     "gain_ci_low": low, "gain_ci_high": high, "points": len(quarter), "bound": bound,
+                     "plateau": verdict, "steps_needed": needed})
     return pd.DataFrame(rows)
 
 

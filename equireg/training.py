@@ -16,7 +16,7 @@ import random
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 import numpy as np
 import torch
@@ -132,11 +132,11 @@ def train(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     validate: Callable[[nn.Module], dict[str, float]] | None = None,
-    validate_every: int = 0,
+    validation_steps: Collection[int] = (),
 ) -> list[dict[str, float]]:
     """Train ``net`` through ``stages``; resume from ``directory/checkpoint.pt`` if present.
 
-    With ``validate``, every ``validate_every`` steps and after the last one the network (in eval
+    With ``validate``, at each of ``validation_steps`` and after the last step the network (in eval
     mode, without gradients) is scored on held-out pairs and the scores join that step's log row:
     the learning curve. Validation draws no random numbers, so it does not change the training.
 
@@ -211,7 +211,7 @@ def train(
             optimizer.step()
             step += 1
             row = {"stage": index, "step": step, **{k: float(torch.as_tensor(v).detach()) for k, v in terms.items()}}
-            if validate is not None and (step % max(1, validate_every) == 0 or step == total):
+            if validate is not None and (step in validation_steps or step == total):
                 row.update(_validated(net, validate))
             rows.append(row)
             bar.update(1)

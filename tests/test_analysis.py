@@ -121,32 +121,117 @@ def test_missing_rows_make_a_claim_fail_not_vanish(tmp_path):
     assert checked[4].text == "CARL is [W,U]-equivariant; the U-Net baselines are only [U,U]-equivariant"
 
 
+def _curves(experiment: str, method: str, steps, scores, score: str = "val_dice") -> list[dict]:
+    return [{"experiment": experiment, "method": method, "train_condition": "none", "seed": 0, "step": int(step),
+             score: float(value)} for step, value in zip(steps, scores)]
+
+
 def test_plateau_is_the_gain_over_the_last_quarter_of_the_steps():
-    steps = [25, 50, 75, 100]
-    curves = pd.DataFrame(
-        [{"experiment": "retina", "method": "rising", "train_condition": "none", "seed": 0, "step": s,
-          "val_dice": 0.1 * s / 25} for s in steps]
-        + [{"experiment": "retina", "method": "flat", "train_condition": "none", "seed": 0, "step": s,
-            "val_dice": 0.5 + 0.001 * s / 25} for s in steps]
-        + [{"experiment": "lung", "method": "gradicon", "train_condition": "none", "seed": 0, "step": s,
-            "val_mtre_mm": 5 - s / 25} for s in steps])
+    steps = np.arange(5, 105, 5)
+    # exact lines: a zero-width interval, so the verdict is the gain against the bound
+    curves = pd.DataFrame(_curves("retina", "rising", steps, 0.1 * steps / 25)
+                          + _curves("retina", "flat", steps, 0.5 + 0.001 * steps / 25)
+                          + _curves("lung", "gradicon", steps, 5 - steps / 25, "val_mtre_mm")
+                          + _curves("lung", "voxelmorph", steps, 5 - 0.01 * steps / 25, "val_mtre_mm"))
     table = tables.plateau(curves).set_index("method")
-    assert table.loc["rising", "gain_last_quarter"] == pytest.approx(0.1) and table.loc["rising", "plateau"] == "no"
+    assert table.loc["rising", "gain_last_quarter"] == pytest.approx(0.1) and table.loc["rising", "plateau"] == "not yet"
     assert table.loc["flat", "gain_last_quarter"] == pytest.approx(0.001) and table.loc["flat", "plateau"] == "yes"
-    assert table.loc["gradicon", "gain_last_quarter"] == pytest.approx(1.0)  # mTRE fell by 1 mm
-    assert table.loc["gradicon", "plateau"] == "not judged"
+    # mTRE fell by 1 mm over the quarter, against a bound of 0.1 mm: the 3-D runs are judged too
+    assert table.loc["gradicon", "gain_last_quarter"] == pytest.approx(1.0) and table.loc["gradicon", "plateau"] == "not yet"
+    assert table.loc["voxelmorph", "plateau"] == "yes" and np.isnan(table.loc["voxelmorph", "steps_needed"])
     claim = claims.claim_plateau(tables.plateau(curves))
-    assert not claim.passed and "rising/none/seed0 +0.100 (100 steps)" in claim.measured
+    assert not claim.passed and "rising/none/seed0 +0.100 [+0.100, +0.100] (100 steps): not yet" in claim.measured
+    assert "lung gradicon/none/seed0 +1.000" in claim.measured  # stated, not judged
+    passing = claims.claim_plateau(tables.plateau(curves[curves.method != "rising"]))
+    assert passing.passed and "1 at plateau, 0 undecided, 0 not yet" in passing.measured
 
 
 def test_plateau_gain_is_the_trend_not_one_noisy_validation_point():
     # flat at 0.5, the last of the four points in the last quarter 0.012 high: two-point difference
-    # 0.012 (> PLATEAU_GAIN), fitted line over the quarter (x 70..100, span 25): 0.009
+    # 0.012 (> the bound), fitted line over the quarter (x 70..100, span 25): 0.009
     scores = [0.4, 0.45, 0.48, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.512]
-    curves = pd.DataFrame([{"experiment": "retina", "method": "noisy", "train_condition": "none", "seed": 0,
-                            "step": 10 * (i + 1), "val_dice": score} for i, score in enumerate(scores)])
+    curves = pd.DataFrame(_curves("retina", "noisy", 10 * np.arange(1, 11), scores))
     row = tables.plateau(curves).iloc[0]
-    assert row.gain_last_quarter == pytest.approx(0.009) and row.plateau == "yes" and row.final == 0.512
+    assert row.gain_last_quarter == pytest.approx(0.009) and row.final == 0.512
+    assert row.plateau == "undecided"  # four points cannot tell 0.009 from the bound 0.01
+
+
+def test_plateau_trend_has_its_95_percent_interval():
+    """A line through exact points has no uncertainty; noisy points give the t interval of the slope."""
+    steps = np.arange(10, 110, 10)
+    exact = 0.5 + 0.0004 * steps
+    noisy = 0.5 + np.array([0.0, 0.004, -0.003, 0.002, 0.0, 0.003, -0.004, 0.001, 0.003, -0.002])
+    curves = pd.DataFrame(_curves("retina", "exact", steps, exact) + _curves("retina", "noisy", steps, noisy))
+    table = tables.plateau(curves).set_index("method")
+    assert table.loc["exact", "points"] == 4  # steps 70..100: the last quarter and the point before it
+    assert table.loc["exact", "gain_ci_low"] == pytest.approx(0.01) == table.loc["exact", "gain_ci_high"]
+    low, high = table.loc["noisy", ["gain_ci_low", "gain_ci_high"]]
+    fit = stats.linregress(steps[-4:], noisy[-4:])
+    half = stats.t.ppf(0.975, 2) * fit.stderr * 25
+    assert low == pytest.approx(fit.slope * 25 - half) and high == pytest.approx(fit.slope * 25 + half)
+    assert low < table.loc["noisy", "gain_last_quarter"] < high and high - low > 0.01  # four points tell little
+    claim = claims.claim_plateau(tables.plateau(curves))
+    assert f"noisy/none/seed0 {table.loc['noisy', 'gain_last_quarter']:+.3f} [{low:+.3f}, {high:+.3f}]" in claim.measured
+
+
+def test_plateau_interval_widens_for_correlated_validation_points():
+    """Dense validation points that wander together (a random walk of the weights) carry less
+    information than as many independent ones: the interval must say so, and must cover the true
+    trend (zero here) about as often as it claims."""
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, 41)
+    covered_walk = covered_naive = 0
+    widths = []
+    for trial in range(300):
+        walk = np.cumsum(rng.normal(0, 0.002, 40)) * 0.6 + rng.normal(0, 0.001, 40)
+        gain, low, high = tables._trend(steps, walk, 10.0)
+        fit = stats.linregress(steps, walk)
+        naive = stats.t.ppf(0.975, 38) * fit.stderr * 10
+        widths.append((high - low) / (2 * naive))
+        # the walk has no trend in expectation: does each interval contain 0?
+        covered_walk += low <= 0 <= high
+        covered_naive += abs(fit.slope * 10) <= naive
+    assert np.median(widths) > 1.5  # correlated points: a wider interval than the independent-points one
+    assert covered_walk / 300 > covered_naive / 300 + 0.15
+
+
+def test_independent_points_keep_the_plain_interval():
+    rng = np.random.default_rng(1)
+    steps = np.arange(1, 41)
+    widths = []
+    for trial in range(200):
+        scores = rng.normal(0, 0.003, 40)
+        gain, low, high = tables._trend(steps, scores, 10.0)
+        fit = stats.linregress(steps, scores)
+        widths.append((high - low) / (2 * stats.t.ppf(0.975, 38) * fit.stderr * 10))
+    assert np.median(widths) < 1.1
+
+
+def test_steps_to_plateau_of_a_saturating_curve():
+    """On an exact exponential c - a exp(-t / tau) the steps needed have a closed form: the least T
+    with a (exp(-0.75 T / tau) - exp(-T / tau)) <= bound."""
+    tau, a = 400.0, 0.3
+    steps = np.arange(20, 1020, 20)
+    scores = 0.7 - a * np.exp(-steps / tau)
+    curves = pd.DataFrame(_curves("retina", "carl", steps, scores))
+    row = tables.plateau(curves).iloc[0]
+    assert row.plateau != "yes"  # it still rises by 0.021 over its last quarter
+    candidates = np.arange(1000, 20000)
+    expected = candidates[a * (np.exp(-0.75 * candidates / tau) - np.exp(-candidates / tau)) <= 0.01][0]
+    assert row.steps_needed == pytest.approx(expected, rel=0.01)
+    # a straight rising line never saturates within the horizon
+    line = tables.plateau(pd.DataFrame(_curves("retina", "line", steps, 0.3 + 0.0001 * steps))).iloc[0]
+    assert line.plateau == "not yet" and np.isinf(line.steps_needed)
+
+
+def test_validation_points_crowd_the_last_quarter():
+    from equireg.experiments import training_runs
+    steps = training_runs.validation_steps(1300)
+    last_quarter = [step for step in steps if step >= 0.75 * 1300]
+    assert steps[-1] == 1300 and steps == sorted(set(steps))
+    assert len(last_quarter) == training_runs.LAST_QUARTER_VALIDATIONS + 1
+    assert len(steps) - len(last_quarter) == int(0.75 * training_runs.VALIDATIONS_PER_RUN) - 1 or len(steps) < 60
+    assert training_runs.validation_steps(2) == [1, 2]
 
 
 def _ranks(directory):

@@ -16,10 +16,10 @@ from equireg.experiments.evaluation import (DICE_THRESHOLD, EVALUATION_BATCH, di
 from equireg.experiments.jobs import PathLike, load_pairs, save_pairs, setup_job
 from equireg.experiments.pairs import (DATA_SEEDS, MASK_OFFSETS, build_lung_set, build_retina_set,
                                        build_sweep_set, retina_masks)
-from equireg.experiments.training_runs import VALIDATIONS_PER_RUN, train_method, validation_scores
+from equireg.experiments.training_runs import VALIDATIONS_PER_RUN, train_method, validation_scores, validation_steps
 
 __all__ = ["DATA_SEEDS", "DICE_THRESHOLD", "EQUIVARIANCE_STRIDE", "EVALUATION_BATCH", "MASK_OFFSETS", "PathLike",
            "VALIDATIONS_PER_RUN", "build_lung_set", "build_retina_set", "build_sweep_set", "dice_rows", "equivariance",
            "evaluate_lung", "evaluate_retina", "landscape", "load_network", "load_pairs", "register_pairs",
            "retina_masks", "save_pairs", "setup_job", "shift_sweep", "toy1d", "train_method",
-           "validation_scores"]
+           "validation_scores", "validation_steps"]
