@@ -102,3 +102,27 @@ def test_reproduction_judges_each_headline_by_its_measured_spread(tmp_path):
     reproduction.write(reference, far, tmp_path / "reproduction.md")
     text = (tmp_path / "reproduction.md").read_text()
     assert "0 of 2 judged headline numbers lie within their tolerance; 2 outside." in text
+
+
+def test_reproduction_tolerance_covers_the_measured_cross_cpu_spread(tmp_path):
+    """Two runs on two CPU kinds differ by 0.1 Dice on CARL's shifted pairs (far more than the
+    reference's interval over pairs): a third run that far off lies within twice that difference."""
+    reference, other_cpu, far = tmp_path / "reference", tmp_path / "other_cpu", tmp_path / "far"
+    _run_tables(reference, 0.50)
+    _run_tables(other_cpu, 0.60)
+    _run_tables(far, 0.69)
+    spread = reproduction.cross_cpu_spread(reference, other_cpu, "two CPU kinds")
+    assert spread.set_index("quantity").loc["retina Dice, carl, test shift", "difference"] == pytest.approx(0.1)
+    judged = reproduction.compare(reference, far, spread).set_index("quantity")
+    assert judged.loc["retina Dice, carl, test shift", "tolerance_from"] == "2 x cross-CPU difference"
+    assert judged.loc["retina Dice, carl, test shift", "tolerance"] == pytest.approx(0.2)
+    assert judged.loc["retina Dice, carl, test shift", "result"] == "within"
+    assert (reproduction.compare(reference, far).loc[lambda frame: frame.quantity.str.startswith("retina"), "result"]
+            == "OUTSIDE").all()  # without the measured spread, the interval over pairs alone
+    # the equivariance error both CPUs gave exactly measured no spread: shown, not judged
+    assert judged.loc["[W,U] median error (voxels), carl", "result"] == "not judged"
+    path = tmp_path / "spread.csv"
+    spread.to_csv(path, index=False)
+    reproduction.write(reference, far, tmp_path / "reproduction.md", path)
+    text = (tmp_path / "reproduction.md").read_text()
+    assert "Cross-CPU difference measured between two CPU kinds." in text and "2 of 2 judged" in text

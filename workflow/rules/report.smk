@@ -131,6 +131,7 @@ rule reproduction:
     params:
         tables=tables_directory,
         reference=lambda wildcards, input: os.path.dirname(input.reference[0]),
+        spread=f"results/reference/{reproduction.CROSS_CPU}",
     script:
         "../scripts/reproduction.py"
 

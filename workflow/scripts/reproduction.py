@@ -4,4 +4,5 @@ from equireg import reproduction
 from equireg.experiments import setup_job
 
 setup_job(snakemake.log, snakemake.threads)
-reproduction.write(snakemake.params.reference, snakemake.params.tables, snakemake.output[0])
+reproduction.write(snakemake.params.reference, snakemake.params.tables, snakemake.output[0],
+                   snakemake.params.spread)
