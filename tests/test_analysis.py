@@ -238,26 +238,6 @@ def _ranks(directory):
     return tables.ranking(tables.read(directory, "retina_pairs"), tables.lung_runs([]))
 
 
-def test_plateau_trend_has_its_95_percent_interval():
-    """A line through exact points has no uncertainty; noisy points give the t interval of the slope."""
-    steps = np.arange(10, 110, 10)
-    exact = 0.5 + 0.0004 * steps
-    noisy = 0.5 + np.array([0.0, 0.004, -0.003, 0.002, 0.0, 0.003, -0.004, 0.001, 0.003, -0.002])
-    curves = pd.DataFrame([{"experiment": "retina", "method": name, "train_condition": "none", "seed": 0,
-                            "step": int(step), "val_dice": float(score)}
-                           for name, scores in (("exact", exact), ("noisy", noisy)) for step, score in zip(steps, scores)])
-    table = tables.plateau(curves).set_index("method")
-    assert table.loc["exact", "points"] == 4  # steps 70..100: the last quarter and the point before it
-    assert table.loc["exact", "gain_ci_low"] == pytest.approx(0.01) == table.loc["exact", "gain_ci_high"]
-    low, high = table.loc["noisy", ["gain_ci_low", "gain_ci_high"]]
-    fit = stats.linregress(steps[-4:], noisy[-4:])
-    half = stats.t.ppf(0.975, 2) * fit.stderr * 25
-    assert low == pytest.approx(fit.slope * 25 - half) and high == pytest.approx(fit.slope * 25 + half)
-    assert low < table.loc["noisy", "gain_last_quarter"] < high and high - low > 0.01  # four points tell little
-    claim = claims.claim_plateau(tables.plateau(curves))
-    assert f"noisy/none/seed0 {table.loc['noisy', 'gain_last_quarter']:+.3f} [{low:+.3f}, {high:+.3f}]" in claim.measured
-
-
 def test_leaderboards_give_each_method_its_interval_and_rank(tmp_path):
     _tables(tmp_path)
     board = tables.leaderboard_retina(tables.read(tmp_path, "retina"), _ranks(tmp_path))
