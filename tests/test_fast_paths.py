@@ -2,8 +2,8 @@
 
 Each fast path must give the reference's values and gradients to float32 round-off: the Gaussian
 blur as banded matmuls (against a zero-padded convolution), LNCC's five blurs as one stacked call
-(against five separate blurs), and TallUNet2's deepest up convolutions as one matmul (against
-``nn.ConvTranspose``).
+(against five separate blurs), TallUNet2's deepest up convolutions as one matmul (against
+``nn.ConvTranspose``) and its 3-D layers with few output channels in channels-last layout.
 """
 
 import math
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from equireg.losses import LNCC, gaussian_blur, gaussian_kernel
-from equireg.unet import SMALL_TRANSPOSED_VOXELS, TallUNet2, small_transposed_conv
+from equireg.unet import CHANNELS_LAST_OUT_CHANNELS, SMALL_TRANSPOSED_VOXELS, TallUNet2, small_transposed_conv
 
 CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 TRANSPOSED = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -79,8 +79,9 @@ def test_small_transposed_convolution_equals_torch_in_value_and_gradient(size):
         assert relative_error(a, b) < 1e-6
 
 
-def test_tallunet2_with_the_matmul_up_convolutions_equals_torch_layers(monkeypatch):
-    """A 3-D U-Net at 17³ has 2- and 1-voxel deepest levels, which take the matmul path."""
+def test_tallunet2_fast_paths_equal_torch_layers(monkeypatch):
+    """A 3-D U-Net at 17³ has 2- and 1-voxel deepest levels, which take the matmul path, and
+    layers with <= 16 output channels, which run channels-last."""
     torch.manual_seed(0)
     net = TallUNet2(3).train()
     nn.init.normal_(net.lastConv.weight, std=0.1)
@@ -88,8 +89,9 @@ def test_tallunet2_with_the_matmul_up_convolutions_equals_torch_layers(monkeypat
     ours = net(moving, fixed)
     gradient_ours = torch.autograd.grad(ours.square().sum(), list(net.parameters()))
     monkeypatch.setattr("equireg.unet.SMALL_TRANSPOSED_VOXELS", 0)
+    monkeypatch.setattr("equireg.unet.CHANNELS_LAST_OUT_CHANNELS", 0)
     reference = net(moving, fixed)
     gradient_reference = torch.autograd.grad(reference.square().sum(), list(net.parameters()))
-    assert SMALL_TRANSPOSED_VOXELS >= 8 and relative_error(ours, reference) < 1e-5
+    assert SMALL_TRANSPOSED_VOXELS >= 8 and CHANNELS_LAST_OUT_CHANNELS >= 16 and relative_error(ours, reference) < 1e-5
     largest = max(float(g.abs().max()) for g in gradient_reference)
     assert all(float((a - b).abs().max()) < 1e-5 * largest for a, b in zip(gradient_ours, gradient_reference))
