@@ -25,11 +25,12 @@ from torch import nn
 DOWN_CHANNELS = (16, 32, 64, 256, 512)
 UP_CHANNELS = (16, 32, 64, 128, 256)
 MIN_SIZE_3D = 2 ** (len(DOWN_CHANNELS) - 1) + 1
-#: up convolutions of 3-D inputs with at most this many voxels run as one matmul
+#: on the CPU, up convolutions of 3-D inputs with at most this many voxels run as one matmul
 #: (:func:`small_transposed_conv`): oneDNN took 30-110 ms for the fwd+bwd of the deepest ones
 #: (512 channels on 1-8 voxels, one thread), the matmul 2-3x less; from 27 voxels on oneDNN wins
 SMALL_TRANSPOSED_VOXELS = 8
-#: 3-D layers with at most this many output channels run in channels-last layout: oneDNN's
+#: on the CPU, 3-D up and last convolutions with at most this many output channels run in
+#: channels-last layout: oneDNN's
 #: kernels for few output channels are 2-3x faster there (fwd+bwd of the 18 -> 3 last
 #: convolution at 48³: 129 ms contiguous, 45 ms channels-last, one thread)
 CHANNELS_LAST_OUT_CHANNELS = 16
@@ -81,9 +82,10 @@ def small_transposed_conv(x: torch.Tensor, conv: nn.Module) -> torch.Tensor:
 
 
 def _layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)``, for a 3-D layer with few output channels computed in channels-last layout
-    (:data:`CHANNELS_LAST_OUT_CHANNELS`) and returned contiguous; the same sums in another order."""
-    if x.dim() == 5 and layer.out_channels <= CHANNELS_LAST_OUT_CHANNELS:
+    """``layer(x)``; on the CPU a 3-D layer with few output channels is computed in channels-last
+    layout (:data:`CHANNELS_LAST_OUT_CHANNELS`) and returned contiguous: the same sums in another
+    order. GPUs keep torch's choice (not measured)."""
+    if x.is_cpu and x.dim() == 5 and layer.out_channels <= CHANNELS_LAST_OUT_CHANNELS:
         return layer(x.contiguous(memory_format=torch.channels_last_3d)).contiguous()
     return layer(x)
 
@@ -142,7 +144,7 @@ class TallUNet2(nn.Module):
             x = y + _match_channels(self._avg_pool(x, 2, ceil_mode=True), y.shape[1])
         for depth in reversed(range(len(self.upConvs))):
             up = self.upConvs[depth]
-            small = self.dimension == 3 and x[0, 0].numel() <= SMALL_TRANSPOSED_VOXELS
+            small = x.is_cpu and self.dimension == 3 and x[0, 0].numel() <= SMALL_TRANSPOSED_VOXELS
             y = small_transposed_conv(F.leaky_relu(x), up) if small else _layer(up, F.leaky_relu(x))
             x = y + F.interpolate(_match_channels(x, y.shape[1]), scale_factor=2,
                                   mode=self._interpolation, align_corners=False)
