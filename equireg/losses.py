@@ -49,23 +49,39 @@ def _check_sigma(name: str, sigma: float) -> float:
     return sigma
 
 
-def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of every channel, zero padding ("same").
-
-    The kernel spans ``±ceil(2·sigma)`` voxels (width 4·sigma + 1 for integer sigma, as upstream).
-    """
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """The normalised 1-D Gaussian of :func:`gaussian_blur`, ``±ceil(2·sigma)`` taps, float32."""
     half = math.ceil(2 * sigma)
     # built in float32 on the CPU like upstream, so the kernel is bit-identical to theirs
     x = torch.linspace(-half, half, 2 * half + 1)
     kernel = torch.exp(-0.5 * (x / sigma).pow(2))
-    kernel = (kernel / kernel.sum()).to(image.device, image.dtype)
-    dimension, channels = image.dim() - 2, image.shape[1]
+    return kernel / kernel.sum()
+
+
+def _band_matrix(kernel: torch.Tensor, size: int) -> torch.Tensor:
+    """``[size, size]`` matrix ``T`` with ``(x @ T)[j] = sum_i x[i] kernel[i - j + half]``: the
+    "same" convolution with zero padding along one axis of ``size`` voxels."""
+    half = kernel.numel() // 2
+    index = torch.arange(size)
+    offset = index[:, None] - index[None, :]
+    taps = kernel[(offset + half).clamp(0, 2 * half)]
+    return torch.where(offset.abs() <= half, taps, torch.zeros(()))
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of every channel, zero padding ("same").
+
+    The kernel spans ``±ceil(2·sigma)`` voxels (width 4·sigma + 1 for integer sigma, as upstream).
+    Each axis is one matmul with a banded matrix (:func:`_band_matrix`): the same sums as a
+    convolution, to float round-off, and 7-10x faster than torch's 1-channel CPU convolution
+    (its slow non-oneDNN path) for an LNCC at 98×70 and 48³, though it multiplies by the
+    zeros outside the band (an axis of N voxels costs N products per voxel, not 4·sigma + 1).
+    """
+    kernel = gaussian_kernel(sigma)
     out = image
-    for axis in range(dimension):
-        shape = [1] * dimension
-        shape[axis] = kernel.numel()
-        weight = kernel.reshape(1, 1, *shape).expand(channels, *[-1] * (dimension + 1))
-        out = _CONV[dimension](out, weight, padding="same", groups=channels)
+    for axis in range(2, image.dim()):
+        band = _band_matrix(kernel, image.shape[axis]).to(image.device, image.dtype)
+        out = (out.transpose(axis, -1) @ band).transpose(axis, -1)
     return out
 
 
@@ -81,11 +97,12 @@ class LNCC:
 
     def __call__(self, warped: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         _check_pair("LNCC", warped, fixed)
-        blur = lambda t: gaussian_blur(t, self.sigma)  # noqa: E731
-        mean_i, mean_j = blur(warped), blur(fixed)
-        covariance = blur(warped * fixed) - mean_i * mean_j
-        variance_i = torch.relu(blur(warped * warped) - mean_i ** 2) + 1e-5
-        variance_j = torch.relu(blur(fixed * fixed) - mean_j ** 2) + 1e-5
+        # the five blurs as one call on stacked channels: fewer, larger matmuls
+        stacked = torch.cat([warped, fixed, warped * fixed, warped * warped, fixed * fixed], 1)
+        mean_i, mean_j, mean_ij, mean_ii, mean_jj = gaussian_blur(stacked, self.sigma).split(warped.shape[1], 1)
+        covariance = mean_ij - mean_i * mean_j
+        variance_i = torch.relu(mean_ii - mean_i ** 2) + 1e-5
+        variance_j = torch.relu(mean_jj - mean_j ** 2) + 1e-5
         return 1 - torch.mean(covariance / torch.sqrt(variance_i * variance_j))
 
     def __repr__(self) -> str:

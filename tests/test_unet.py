@@ -49,4 +49,6 @@ def test_upstream_weights_load_strictly_and_give_the_same_output(shape):
     moving, fixed = torch.rand(shape), torch.rand(shape)
     expected = upstream(moving, fixed)
     assert expected.abs().max() > 1e-2
-    torch.testing.assert_close(ours(moving, fixed), expected, rtol=0, atol=0)
+    # bit for bit, except where our 3-D deepest up convolutions run as a matmul (round-off)
+    tolerance = 1e-5 * float(expected.abs().max()) if dimension == 3 else 0
+    torch.testing.assert_close(ours(moving, fixed), expected, rtol=0, atol=tolerance)
