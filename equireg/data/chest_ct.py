@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from equireg.data.datasets import load_arrays, save_arrays
 from equireg.data.lung_mask import segment_lungs
 from equireg.data.physical import cube_around, resample_physical
 from equireg.geometry import Geometry, geometry, index_to_physical
@@ -83,7 +84,8 @@ def download_sdist(folder: str | os.PathLike) -> Path:
     are missing they go into a private folder on ``PYTHONPATH`` of the pip call, not into the
     environment.
     """
-    folder = Path(folder)
+    # absolute: pip builds the metadata in another working directory, where a relative PYTHONPATH breaks
+    folder = Path(folder).resolve()
     target = folder / SDIST_FILE
     if target.is_file():
         return target
@@ -115,8 +117,10 @@ def find_volumes(configured: str | os.PathLike | None, download_folder: str | os
         try:
             return read_volumes(download_sdist(download_folder))
         except (OSError, tarfile.TarError, subprocess.CalledProcessError) as error:
-            detail = getattr(error, "stderr", None) or str(error)
-            reason = f"pip download {SDIST} failed: {detail.strip().splitlines()[-1] if detail.strip() else error}"
+            # pip's last lines are hints; its error lines say what went wrong
+            lines = (getattr(error, "stderr", None) or str(error)).strip().splitlines()
+            detail = [line.strip() for line in lines if "error" in line.lower()] or lines[-1:] or [repr(error)]
+            reason = f"pip download {SDIST} failed: {' '.join(detail[-3:])}"
     raise ChestCTUnavailable(
         f"The lung experiment's chest CTs are not available ({reason}). Either set `datasets: lung_ct:` "
         f"in config/config.yaml to a folder holding {PATIENTS[0]}_image.nrrd and {PATIENTS[1]}_image.nrrd "
@@ -143,3 +147,25 @@ def prepare(image: sitk.Image, size: int) -> ChestCT:
     resampled = resample_physical(hu, source, shape, target, fill=AIR_FILL_HU)
     lungs = resample_physical(mask.astype(np.float32), source, shape, target) >= 0.5
     return ChestCT(resampled, lungs, target[1], target)
+
+
+def save_cache(path: str | os.PathLike, cts: dict[str, ChestCT]) -> None:
+    """Write the prepared patients as one ``.npz`` (atomically), so later jobs skip the download
+    and the segmentation."""
+    arrays = {}
+    for name, ct in cts.items():
+        origin, spacing, direction = ct.geometry
+        arrays.update({f"{name}/image": ct.image.astype(np.float32), f"{name}/lung_mask": ct.lung_mask,
+                       f"{name}/origin": np.asarray(origin), f"{name}/spacing": np.asarray(spacing),
+                       f"{name}/direction": np.asarray(direction)})
+    save_arrays(path, arrays)
+
+
+def load_cache(path: str | os.PathLike, patient: str) -> ChestCT:
+    """One patient from a file written by :func:`save_cache`."""
+    arrays = load_arrays(path)
+    if f"{patient}/image" not in arrays:
+        raise ValueError(f"{path}: holds no chest CT {patient!r}")
+    spacing = tuple(float(s) for s in arrays[f"{patient}/spacing"])
+    geometry_ = (tuple(arrays[f"{patient}/origin"].tolist()), spacing, tuple(arrays[f"{patient}/direction"].tolist()))
+    return ChestCT(arrays[f"{patient}/image"], arrays[f"{patient}/lung_mask"].astype(bool), spacing, geometry_)
