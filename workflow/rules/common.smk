@@ -14,7 +14,8 @@ if PRESET not in config["presets"]:
 PRESET_CONFIG = config["presets"][PRESET]
 for key, path in config.get("datasets", {}).items():
     # lung_ct may also name the sdist archive itself
-    if path and not (os.path.isdir(path) or (key == "lung_ct" and os.path.isfile(path))):
+    archive = key == "lung_ct" and os.path.isfile(path or "")
+    if path and not (os.path.isdir(path) or archive):
         raise WorkflowError(f"config key 'datasets.{key}': {path!r} is not a directory")
 RESULTS = f"results/{PRESET}"
 RETINA = PRESET_CONFIG["retina"]
