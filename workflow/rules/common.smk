@@ -127,6 +127,11 @@ def retina_model(wildcards):
     return rules.train_retina.output.model.format(**dict(wildcards.items()))
 
 
+def lung_ct_input(wildcards):
+    """The chest CT cache when the preset's lung data is real CT; nothing for the phantom."""
+    return {"chest_ct": rules.lung_ct.output[0]} if LUNG.get("data") == "ct" else {}
+
+
 def lung_model(wildcards):
     if wildcards.method not in TRAINED:
         return []
