@@ -26,6 +26,8 @@ def test_every_preset_plans(preset):
     assert result.returncode == 0, result.stdout + result.stderr
     for job in ("train_retina", "evaluate_retina", "equivariance", "landscape", "toy1d", "evaluate_lung", "claims"):
         assert job in result.stdout
+    # real chest CT for the lung experiment, except in CI's smoke preset (nothing to download)
+    assert ("rule lung_ct:" in result.stdout) == (preset != "smoke")
 
 
 def _planned_priorities(stdout):

@@ -245,7 +245,8 @@ def exponentiate(velocity: np.ndarray, steps: int = 7) -> np.ndarray:
     return displacement
 
 
-def _to_coordinates(displacement: np.ndarray) -> np.ndarray:
+def displacement_coordinates(displacement: np.ndarray) -> np.ndarray:
+    """A voxel displacement field ``[D, *S]`` as the [0, 1] coordinate map of ``x -> x + u`` (float32)."""
     shape = displacement.shape[1:]
     return ((voxel_grid(shape) + displacement) / voxel_scale(shape).reshape(-1, 1, 1, 1)).astype(np.float32)
 
@@ -286,5 +287,5 @@ def lung_pair(
         moving=phantom.image, fixed=fixed,
         moving_mask=phantom.lung_mask.astype(np.float32), fixed_mask=fixed_mask.astype(np.float32),
         moving_landmarks=moving_landmarks, fixed_landmarks=fixed_landmarks, spacing=phantom.spacing,
-        coordinates=_to_coordinates(forward), inverse_coordinates=_to_coordinates(backward),
+        coordinates=displacement_coordinates(forward), inverse_coordinates=displacement_coordinates(backward),
     )

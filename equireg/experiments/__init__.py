@@ -14,12 +14,12 @@ from equireg.experiments.analyses import EQUIVARIANCE_STRIDE, equivariance, land
 from equireg.experiments.evaluation import (DICE_THRESHOLD, EVALUATION_BATCH, dice_rows, evaluate_lung,
                                             evaluate_retina, load_network, register_pairs)
 from equireg.experiments.jobs import PathLike, load_pairs, save_pairs, setup_job
-from equireg.experiments.pairs import (DATA_SEEDS, MASK_OFFSETS, build_lung_set, build_retina_set,
-                                       build_sweep_set, retina_masks)
+from equireg.experiments.pairs import (CT_PATIENTS, DATA_SEEDS, MASK_OFFSETS, build_chest_ct, build_lung_set,
+                                       build_retina_set, build_sweep_set, retina_masks)
 from equireg.experiments.training_runs import VALIDATIONS_PER_RUN, train_method, validation_scores, validation_steps
 
-__all__ = ["DATA_SEEDS", "DICE_THRESHOLD", "EQUIVARIANCE_STRIDE", "EVALUATION_BATCH", "MASK_OFFSETS", "PathLike",
-           "VALIDATIONS_PER_RUN", "build_lung_set", "build_retina_set", "build_sweep_set", "dice_rows", "equivariance",
-           "evaluate_lung", "evaluate_retina", "landscape", "load_network", "load_pairs", "register_pairs",
+__all__ = ["CT_PATIENTS", "DATA_SEEDS", "DICE_THRESHOLD", "EQUIVARIANCE_STRIDE", "EVALUATION_BATCH", "MASK_OFFSETS",
+           "PathLike", "VALIDATIONS_PER_RUN", "build_chest_ct", "build_lung_set", "build_retina_set", "build_sweep_set",
+           "dice_rows", "equivariance", "evaluate_lung", "evaluate_retina", "landscape", "load_network", "load_pairs", "register_pairs",
            "retina_masks", "save_pairs", "setup_job", "shift_sweep", "toy1d", "train_method",
            "validation_scores", "validation_steps"]

@@ -1,4 +1,5 @@
-"""The benchmark's data sets: generated retina pairs (or DRIVE), lung phantom pairs (or COPDGene)."""
+"""The benchmark's data sets: generated retina pairs (or DRIVE), lung pairs on real chest CT or a phantom
+(or COPDGene, DIR-Lab 4DCT, NLST for testing)."""
 
 from __future__ import annotations
 
@@ -89,16 +90,34 @@ def _common_landmarks(pairs: list, seed: int) -> list[np.ndarray]:
             else np.sort(rng.choice(len(pair.fixed_landmarks), keep, replace=False)) for pair in pairs]
 
 
+#: which chest CT gives each split's pairs: training sees one patient, validation and testing the
+#: other, so the lung table measures generalisation to unseen anatomy; lung2 trains because its
+#: scan covers the whole lungs (61 slices, apex to diaphragm) and lung1's stops near the diaphragm
+CT_PATIENTS = {"train": "lung2", "val": "lung1", "test": "lung1"}
+
+
+def build_chest_ct(path: PathLike, size: int, configured: PathLike | None, download_folder: PathLike) -> None:
+    """The two chest CTs, segmented and resampled onto a ``size``^3 grid, cached at
+    ``path`` (:mod:`equireg.data.chest_ct`: ``configured``, else downloaded into ``download_folder``)."""
+    from equireg.data import chest_ct
+
+    volumes = chest_ct.find_volumes(configured, download_folder)
+    chest_ct.save_cache(path, {name: chest_ct.prepare(image, size) for name, image in volumes.items()})
+
+
 def build_lung_set(path: PathLike, split: str, settings: dict[str, Any], copdgene: PathLike | None = None,
-                   dirlab4dct: PathLike | None = None, nlst: PathLike | None = None) -> None:
+                   dirlab4dct: PathLike | None = None, nlst: PathLike | None = None,
+                   chest_ct: PathLike | None = None) -> None:
     """Lung pairs preprocessed as CT (clamp, [0, 1], lung mask) at ``size``^3, with landmarks.
 
-    Generated phantom pairs (inhale moving, exhale fixed, exact landmarks) by default. With a real
-    dataset the test split is its first ``pairs`` pairs, resampled with their spacing kept for TRE
-    in mm: ``copdgene``, DIR-Lab COPDGene cases (expiration moving, inspiration fixed, 300
-    landmarks); ``dirlab4dct``, DIR-Lab 4DCT cases (T50 moving, T00 fixed, 300 landmarks);
-    ``nlst``, Learn2Reg NLST ``registration_val`` pairs (moving and fixed as listed; its keypoints,
-    a seeded subset of the smallest count where pairs differ).
+    Breathing pairs with exact maps and landmarks: on a real chest CT when ``settings["data"]`` is
+    ``ct`` (``chest_ct``, the cache of :func:`build_chest_ct`; the patient of :data:`CT_PATIENTS`;
+    training images get an intensity augmentation), else on generated phantoms (inhale moving,
+    exhale fixed). With a real dataset the test split is its first ``pairs`` pairs, resampled with
+    their spacing kept for TRE in mm: ``copdgene``, DIR-Lab COPDGene cases (expiration moving,
+    inspiration fixed, 300 landmarks); ``dirlab4dct``, DIR-Lab 4DCT cases (T50 moving, T00 fixed, 300
+    landmarks); ``nlst``, Learn2Reg NLST ``registration_val`` pairs (moving and fixed as listed; its
+    keypoints, a seeded subset of the smallest count where pairs differ).
     """
     shape = (settings["size"],) * 3
     roots = {name: root for name, root in (("copdgene", copdgene), ("dirlab4dct", dirlab4dct), ("nlst", nlst))
@@ -125,19 +144,47 @@ def build_lung_set(path: PathLike, split: str, settings: dict[str, Any], copdgen
         save_pairs(path, moving_label=(stacked["moving"] > 0).astype(np.float32),
                    fixed_label=(stacked["fixed"] > 0).astype(np.float32), **stacked)
         return
-    from equireg.data.lung import lung_pair, preprocess_ct
-
     count = {"train": settings["train_pairs"], "val": settings.get("val_pairs", VALIDATION_LUNG_PAIRS)}.get(
         split, settings["pairs"])
-    pairs = [lung_pair((DATA_SEEDS[split], k), shape=shape, landmarks=settings["landmarks"]) for k in range(count)]
+    seeds = [(DATA_SEEDS[split], k) for k in range(count)]
+    augment = None
+    if settings.get("data", "phantom") == "ct":
+        from equireg.data.breathing import breathing_pair
+        from equireg.data.chest_ct import load_cache
+
+        if not chest_ct:
+            raise ValueError("build_lung_set: lung data 'ct' needs the chest CT cache (build_chest_ct)")
+        ct = load_cache(chest_ct, CT_PATIENTS[split])
+        pairs = [breathing_pair(ct, seed, settings["landmarks"]) for seed in seeds]
+        if split == "train":
+            augment = np.random.default_rng(DATA_SEEDS[split])
+    else:
+        from equireg.data.lung import lung_pair
+
+        pairs = [lung_pair(seed, shape=shape, landmarks=settings["landmarks"]) for seed in seeds]
+    _save_lung_pairs(path, pairs, augment, with_map=split != "train")
+
+
+def _save_lung_pairs(path: PathLike, pairs: list, augment: np.random.Generator | None, with_map: bool) -> None:
+    """Write generated pairs (:class:`equireg.data.lung.LungPair`) as network input; ``augment``
+    draws an intensity augmentation for each image (training pairs); ``with_map`` keeps the exact
+    maps (training needs none, and at the paper's 160^3 they would triple the file)."""
+    from equireg.data.breathing import augment_intensity
+    from equireg.data.lung import preprocess_ct
+
+    def image(pair, side: str) -> np.ndarray:
+        mask = getattr(pair, f"{side}_mask")
+        preprocessed = preprocess_ct(getattr(pair, side), mask)
+        return augment_intensity(preprocessed, mask, augment) if augment is not None else preprocessed
+
     save_pairs(
         path,
-        moving=np.stack([preprocess_ct(p.moving, p.moving_mask) for p in pairs])[:, None].astype(np.float32),
-        fixed=np.stack([preprocess_ct(p.fixed, p.fixed_mask) for p in pairs])[:, None].astype(np.float32),
+        moving=np.stack([image(p, "moving") for p in pairs])[:, None].astype(np.float32),
+        fixed=np.stack([image(p, "fixed") for p in pairs])[:, None].astype(np.float32),
         moving_label=np.stack([p.moving_mask for p in pairs])[:, None],
         fixed_label=np.stack([p.fixed_mask for p in pairs])[:, None],
         moving_landmarks=np.stack([p.moving_landmarks for p in pairs]),
         fixed_landmarks=np.stack([p.fixed_landmarks for p in pairs]),
         spacing=np.stack([np.asarray(p.spacing) for p in pairs]),
-        coordinates=np.stack([p.coordinates for p in pairs]).astype(np.float32),
+        **({"coordinates": np.stack([p.coordinates for p in pairs]).astype(np.float32)} if with_map else {}),
     )

@@ -13,7 +13,9 @@ if PRESET not in config["presets"]:
     )
 PRESET_CONFIG = config["presets"][PRESET]
 for key, path in config.get("datasets", {}).items():
-    if path and not os.path.isdir(path):
+    # lung_ct may also name the sdist archive itself
+    archive = key == "lung_ct" and os.path.isfile(path or "")
+    if path and not (os.path.isdir(path) or archive):
         raise WorkflowError(f"config key 'datasets.{key}': {path!r} is not a directory")
 RESULTS = f"results/{PRESET}"
 RETINA = PRESET_CONFIG["retina"]
@@ -123,6 +125,11 @@ def retina_model(wildcards):
     if wildcards.method not in TRAINED:
         return []
     return rules.train_retina.output.model.format(**dict(wildcards.items()))
+
+
+def lung_ct_input(wildcards):
+    """The chest CT cache when the preset's lung data is real CT; nothing for the phantom."""
+    return {"chest_ct": rules.lung_ct.output[0]} if LUNG.get("data") == "ct" else {}
 
 
 def lung_model(wildcards):

@@ -1,7 +1,26 @@
-# Lung: the offline 3-D benchmark (phantom with known breathing deformation, exact TRE in mm).
+# Lung: breathing pairs with known deformation and exact TRE in mm, on two real chest CTs
+# (lung.data: ct; fetched once, cached on the preset's grid) or on a generated phantom (phantom).
+
+
+rule lung_ct:
+    output:
+        f"{RESULTS}/data/lung/chest_ct.npz",
+    log:
+        f"{RESULTS}/logs/lung_ct.log",
+    priority: DATA_PRIORITY
+    conda:
+        ENV
+    params:
+        size=LUNG["size"],
+        configured=config.get("datasets", {}).get("lung_ct"),
+        download=f"{RESULTS}/data/lung/download",
+    script:
+        "../scripts/lung_ct.py"
 
 
 rule lung_data:
+    input:
+        unpack(lung_ct_input),
     output:
         pairs=f"{RESULTS}/data/lung/{{split}}.npz",
     log:

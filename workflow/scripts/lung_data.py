@@ -1,4 +1,4 @@
-"""Build the lung phantom pairs (train or test) with known deformations and landmarks."""
+"""Build the lung pairs (train, val or test) with known deformations and landmarks."""
 
 from equireg import experiments
 
@@ -10,4 +10,5 @@ experiments.build_lung_set(
     copdgene=snakemake.params.copdgene,
     dirlab4dct=snakemake.params.dirlab4dct,
     nlst=snakemake.params.nlst,
+    chest_ct=snakemake.input.get("chest_ct"),
 )
