@@ -219,7 +219,7 @@ def qualitative_retina(examples: Sequence[str]) -> plt.Figure:
 
 
 def qualitative_lung(examples: Sequence[str]) -> plt.Figure:
-    """The same panel on the middle slice of a lung test pair."""
+    """The same panel on the middle coronal slice of a lung test pair (head at the top)."""
     return _qualitative(examples, "")
 
 

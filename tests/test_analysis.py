@@ -324,3 +324,15 @@ def test_landing_page_reads_each_leaderboard_by_its_name(tmp_path):
 def test_the_table_name_lists_that_the_workflow_imports_agree():
     assert tables.NAMES[:len(summary.LEADERBOARDS)] == list(summary.LEADERBOARDS)  # landing page tables first
     assert set(reproduction.TABLES) <= set(tables.NAMES)
+
+
+def test_lung_claim_compares_each_method_with_the_classical_one_on_the_same_pairs():
+    lung_pairs = pd.DataFrame([{"method": method, "seed": 0, "pair": i, "mtre_mm": mtre + 0.1 * i,
+                                "mtre_before_mm": 5.0, "folds_percent": 0.0}
+                               for method, mtre in (("classical", 1.0), ("carl", 2.0)) for i in range(4)])
+    lung = pd.DataFrame([
+        {"method": m, "mtre_mm": v, "mtre_before_mm": 5.0, "mtre_mm_ci_low": v - 0.1, "mtre_mm_ci_high": v + 0.1}
+        for m, v in (("carl", 2.15), ("classical", 1.15))])
+    claim = claims.claim_lung(lung, None, lung_pairs)
+    assert claim.passed and "against the classical method" in claim.measured
+    assert "carl 1.000 [1.000, 1.000], Wilcoxon p = 0.12, n = 4" in claim.measured

@@ -213,9 +213,11 @@ def evaluate_lung(method: str, model: PathLike | None, test: PathLike, table: Pa
     run = {"method": method, "seed": seed, **io_columns(io)}
     write_csv(table, pd.DataFrame([{**run, **row} for row in rows]))
     if examples is not None:
-        middle = shape[0] // 2
+        # the middle coronal slice (array axis 1, front to back): breathing moves along axis 0,
+        # head to feet, which an axial slice would cut across
+        middle = shape[1] // 2
         example = examples_of(pairs, maps)
-        save_pairs(examples, method=np.array(method), **{k: v[middle] for k, v in example.items()})
+        save_pairs(examples, method=np.array(method), **{k: v[:, middle] for k, v in example.items()})
     _write_runtime(runtime, [_runtime_row(run, seconds)], net)
 
 
