@@ -18,11 +18,6 @@ rule lung_ct:
         "../scripts/lung_ct.py"
 
 
-def lung_ct_input(wildcards):
-    """The chest CT cache when the preset's lung data is real CT; nothing for the phantom."""
-    return {"chest_ct": rules.lung_ct.output[0]} if LUNG.get("data") == "ct" else {}
-
-
 rule lung_data:
     input:
         unpack(lung_ct_input),
