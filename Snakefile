@@ -18,6 +18,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/retina.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/lung.smk"
+include: "workflow/rules/brain.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -28,5 +29,6 @@ rule all:
         rules.summary.output,
         all_tables(),
         all_figures(),
+        brain_in_all(),
         # the default preset compares itself with results/reference/ (or refreshes it)
         reference_outputs(),

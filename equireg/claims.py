@@ -272,9 +272,59 @@ def claim_io_carl(io_pairs: pd.DataFrame) -> tuple[str, str, bool]:
             bool(abs(plain.mean() - shifted.mean()) <= CARL_TOLERANCE))
 
 
-def check_all(directory: str | Path, copdgene: str | None = None) -> list[Claim]:
+def _brain_dice(pairs: pd.DataFrame, method: str, shift: float, io: bool = False) -> pd.Series:
+    """Dice of ``method`` (with ``io``, of "method (IO)") per (seed, pair) at ``shift`` mm."""
+    rows = pairs[(pairs.method == method) & (pairs.shift_mm == shift) & ((pairs.io_steps > 0) == io)]
+    if rows.empty:
+        raise LookupError(f"no brain pairs of {method}{' (IO)' if io else ''} at a shift of {shift:g} mm")
+    return rows.set_index(["seed", "pair"])["dice"]
+
+
+def _largest_shift(pairs: pd.DataFrame) -> float:
+    if pairs.empty:
+        raise LookupError("no brain pairs")
+    return float(pairs.shift_mm.max())
+
+
+@titled("Brain (Colin27 + AAL): CARL's Dice stays flat as the moving image is shifted (trained without shifts)")
+def claim_brain_carl(pairs: pd.DataFrame) -> tuple[str, str, bool]:
+    shifts = sorted(set(pairs.shift_mm))
+    if len(shifts) < 2:
+        raise LookupError("fewer than two brain shifts")
+    base = _brain_dice(pairs, "carl", shifts[0])
+    parts, passed = [], True
+    for shift in shifts[1:]:
+        shifted, plain = _paired(_brain_dice(pairs, "carl", shift), base)
+        passed &= abs((shifted - plain).mean()) <= CARL_TOLERANCE
+        parts.append(f"{shift:g} mm: {_difference(shifted, plain)}")
+    before = pairs[(pairs.shift_mm == shifts[0])].dice_before.mean()
+    return (f"at every shift, |mean paired Dice difference to the unshifted pairs| <= {CARL_TOLERANCE}, "
+            "[its 95 % bootstrap interval], and CARL above the unregistered Dice without shift",
+            f"CARL {base.mean():.3f} at {shifts[0]:g} mm (unregistered {before:.3f}); Dice(shift) - Dice(0): "
+            + "; ".join(parts), bool(passed and base.mean() > before))
+
+
+@titled("Brain (Colin27 + AAL): GradICON's Dice falls as the moving image is shifted (trained without shifts)")
+def claim_brain_gradicon(pairs: pd.DataFrame) -> tuple[str, str, bool]:
+    low, high = float(pairs.shift_mm.min()), _largest_shift(pairs)
+    near, far = _paired(_brain_dice(pairs, "gradicon", low), _brain_dice(pairs, "gradicon", high))
+    return (f"mean Dice at the largest shift < mean Dice without shift - {GRADICON_DROP} (the same pairs)",
+            f"GradICON {near.mean():.3f} at {low:g} mm, {far.mean():.3f} at {high:g} mm; drop {_difference(near, far)}",
+            bool(far.mean() < near.mean() - GRADICON_DROP))
+
+
+@titled("Brain (Colin27 + AAL): instance optimisation does not rescue GradICON at the largest shift")
+def claim_brain_io_gradicon(pairs: pd.DataFrame) -> tuple[str, str, bool]:
+    high = _largest_shift(pairs)
+    carl, tuned = _paired(_brain_dice(pairs, "carl", high), _brain_dice(pairs, "gradicon", high, io=True))
+    return (f"at the largest shift, mean Dice of CARL - GradICON (IO) on the same pairs > {GRADICON_DROP}",
+            f"{high:g} mm: CARL {carl.mean():.3f}, GradICON (IO) {tuned.mean():.3f}; difference {_difference(carl, tuned)}",
+            bool((carl - tuned).mean() > GRADICON_DROP))
+
+
+def check_all(directory: str | Path, copdgene: str | None = None, brain: bool = False) -> list[Claim]:
     """The paper's six claims, the plateau check and the three claims on instance optimisation from
-    the tables in ``directory``."""
+    the tables in ``directory``; with ``brain``, the three claims of the brain shift sweep after them."""
     read = lambda name: tables.read(directory, name)  # noqa: E731
     retina, pairs, io_pairs = read("retina"), read("retina_pairs"), tables.read_if_written(directory, "retina_io")
     return [claim_gradicon(retina, pairs), claim_carl(retina, pairs), claim_landscape(read("landscape")),
@@ -282,7 +332,12 @@ def check_all(directory: str | Path, copdgene: str | None = None) -> list[Claim]
             claim_lung(read("lung"), copdgene, tables.read_if_written(directory, "lung_pairs")),
             claim_plateau(read("plateau")),
             claim_io_no_worse(pairs, io_pairs, tables.read_if_written(directory, "lung_pairs"), tables.read_if_written(directory, "lung_io")),
-            claim_io_gradicon(pairs, io_pairs), claim_io_carl(io_pairs)]
+            claim_io_gradicon(pairs, io_pairs), claim_io_carl(io_pairs)] + (_brain_claims(directory) if brain else [])
+
+
+def _brain_claims(directory: str | Path) -> list[Claim]:
+    pairs = tables.read(directory, "brain_pairs")
+    return [claim_brain_carl(pairs), claim_brain_gradicon(pairs), claim_brain_io_gradicon(pairs)]
 
 
 def render(claims: list[Claim]) -> str:
@@ -302,10 +357,10 @@ def table(claims: list[Claim]) -> pd.DataFrame:
 
 
 def write(directory: str | Path, path: str | Path, copdgene: str | None = None,
-          csv_path: str | Path | None = None) -> None:
+          csv_path: str | Path | None = None, brain: bool = False) -> None:
     """Write ``claims.md`` (and, with ``csv_path``, the same rows as CSV) from the tables in
-    ``directory``."""
-    checked = check_all(directory, copdgene)
+    ``directory`` (with ``brain``, the brain claims too)."""
+    checked = check_all(directory, copdgene, brain)
     write_text(path, render(checked))
     if csv_path is not None:
         write_csv(csv_path, table(checked))

@@ -249,3 +249,49 @@ def draw(name: str, directory: str | Path, png: str | Path, pdf: str | Path, *, 
     if name not in makers:
         raise ValueError(f"unknown figure {name!r}; known: {', '.join(makers)}")
     save(makers[name](), png, pdf)
+
+
+#: the brain experiment's figure and its section of the report (its own rule draws it: a preset may
+#: leave the experiment out)
+BRAIN_SECTIONS = {"brain_shift": "4 Brain"}
+#: Colin27's anatomical direction of each ITK axis
+BRAIN_AXIS_NAMES = {"x": "left-right", "y": "front-back", "z": "foot-head"}
+
+
+def brain_shift(directory: Path) -> plt.Figure:
+    """The paper's brain figure: mean AAL Dice against the shift of the moving image, one line per
+    method with its 95 % band over pairs, "method (IO)" dashed in the method's colour, the
+    unregistered pairs dotted and the ceiling of the exact map dash-dotted."""
+    table = tables.read(directory, "brain")
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    colours = palette(sorted(set(table.method)))
+    for (method, steps), curve in table.groupby(["method", "io_steps"], sort=True):
+        name, optimized = display_name(method), steps > 0
+        axis.plot(curve.shift_mm, curve.dice, "--" if optimized else "-", marker="s" if optimized else "o",
+                  markersize=3, color=colours[name], label=f"{name} (IO)" if optimized else name)
+        if not optimized:
+            axis.fill_between(curve.shift_mm, curve.dice_ci_low, curve.dice_ci_high, alpha=0.15, linewidth=0,
+                              color=colours[name])
+    plain = table[table.io_steps == 0].groupby("shift_mm")
+    for column, line, colour, label in (("dice_before", ":", COLOURS["unregistered"], "unregistered"),
+                                        ("dice_ceiling", "-.", "#555555", "exact map (ceiling)")):
+        values = plain[column].mean()
+        axis.plot(values.index, values.values, line, color=colour, label=label)
+    axes_named = ", ".join(f"{a} ({BRAIN_AXIS_NAMES[a]})" for a in sorted(set(table.axis)))
+    axis.set(xlabel=f"shift of the moving image (mm, along {axes_named})", ylabel="mean Dice over AAL labels",
+             ylim=(0, 1))
+    handles, labels = axis.get_legend_handles_labels()
+    rank = {name: k for k, name in enumerate(method_order([*table.method.unique(), "unregistered"]))}
+    ordered = sorted(zip(labels, handles),
+                     key=lambda item: (rank.get(item[0].removesuffix(" (IO)"), len(rank)), item[0].endswith(" (IO)")))
+    axis.legend([h for _, h in ordered], [lab for lab, _ in ordered], loc="upper left", bbox_to_anchor=(1.01, 1),
+                fontsize="small", title="method (95 % band)")
+    return figure
+
+
+def draw_brain(name: str, directory: str | Path, png: str | Path, pdf: str | Path) -> None:
+    """Draw brain figure ``name`` (:data:`BRAIN_SECTIONS`) from the tables in ``directory``."""
+    if name not in BRAIN_SECTIONS:
+        raise ValueError(f"unknown brain figure {name!r}; known: {', '.join(BRAIN_SECTIONS)}")
+    style()
+    save(brain_shift(Path(directory)), png, pdf)

@@ -430,3 +430,63 @@ def read(directory: str | Path, name: str) -> pd.DataFrame:
 def read_if_written(directory: str | Path, name: str) -> pd.DataFrame | None:
     """:func:`read`, or ``None`` where the run did not write that table (an older run, a test)."""
     return read(directory, name) if (Path(directory) / f"{name}.csv").exists() else None
+
+
+# --- brain: the shift sweep on Colin27 + AAL --------------------------------------------------------
+
+#: the brain experiment's tables (its own rule writes them: a preset may leave the experiment out)
+BRAIN_NAMES = ["brain", "brain_pairs", "brain_curves", "brain_plateau"]
+#: the columns that say which run, shift and pair a brain row is; io_steps 0 marks a run without IO
+BRAIN_KEYS = ["method", *IO_KEYS, "seed", "axis", "shift_vox", "shift_mm", "pair"]
+#: per-pair measurements of a brain run (equireg.experiments.brain_evaluation)
+BRAIN_VALUES = ["dice_before", "dice", "dice_ceiling", "hd95_mm", "folds_percent", "sdlogj", "epe_mm", "labels"]
+
+
+def _without_io(runs: pd.DataFrame) -> pd.DataFrame:
+    """Rows of runs without instance optimisation marked as 0 IO steps, so that one table holds both."""
+    return runs.assign(**{key: runs[key] if key in runs else 0 for key in IO_KEYS})
+
+
+def brain_pairs(paths: Iterable[str], io_paths: Iterable[str] = ()) -> pd.DataFrame:
+    """Every brain test pair at every shift of every run, "method (IO)" runs included (their
+    ``io_steps`` > 0), sorted."""
+    plain = _read_runs(paths, ["method", "seed", "axis", "shift_vox", "shift_mm", "pair", "dice"])
+    optimized = _read_runs(io_paths, BRAIN_KEYS + ["dice"])
+    runs = pd.concat([frame for frame in (_without_io(plain), optimized) if not frame.empty], ignore_index=True)
+    if runs.empty:
+        return pd.DataFrame(columns=BRAIN_KEYS + BRAIN_VALUES)
+    return runs[BRAIN_KEYS + [c for c in BRAIN_VALUES if c in runs]].sort_values(BRAIN_KEYS, ignore_index=True)
+
+
+def brain(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per method (and instance optimisation), axis and shift, from :func:`brain_pairs`: mean AAL Dice
+    with its bootstrap 95 % interval over pairs and seeds, the unregistered Dice and the ceiling of
+    the exact map, HD95 (mm), % folds, SDlogJ, endpoint error (mm) and the number of pairs."""
+    keys = ["method", *IO_KEYS, "axis", "shift_vox", "shift_mm"]
+    columns = {name: (name, "mean") for name in BRAIN_VALUES if name in pairs and name != "labels"}
+    table = pairs.groupby(keys, sort=True).agg(**columns, pairs=("dice", "size")).reset_index()
+    return _with_interval(pairs, keys, "dice", table)
+
+
+def brain_labels(paths: Iterable[str], io_paths: Iterable[str] = ()) -> pd.DataFrame:
+    """Every label's Dice on every brain test pair at every shift of every run, sorted."""
+    keys = [*BRAIN_KEYS, "label"]
+    plain = _read_runs(paths, ["method", "seed", "axis", "shift_vox", "pair", "label", "dice"])
+    optimized = _read_runs(io_paths, keys + ["dice"])
+    runs = pd.concat([frame for frame in (_without_io(plain), optimized) if not frame.empty], ignore_index=True)
+    if runs.empty:
+        return pd.DataFrame(columns=keys + ["name", "dice"])
+    return runs[keys + ["name", "dice"]].sort_values(keys, ignore_index=True)
+
+
+def write_brain(inputs: Any, directory: str | Path) -> None:
+    """The brain tables (:data:`BRAIN_NAMES`, and ``brain_labels.csv``) from the workflow's named
+    inputs: the evaluations (``brain``, ``brain_io``, their ``*_labels``) and the learning ``curves``."""
+    pairs = brain_pairs(inputs.brain, inputs.brain_io)
+    write_table(brain(pairs), directory, "brain")
+    write_table(pairs, directory, "brain_pairs")
+    curves = learning_curves(inputs.curves)
+    write_table(curves, directory, "brain_curves")
+    write_table(plateau(curves), directory, "brain_plateau")
+    # one row per label, pair, shift and run: a CSV to analyse, too long to read as Markdown
+    write_csv(Path(directory) / "brain_labels.csv", brain_labels(inputs.brain_labels, inputs.brain_io_labels))

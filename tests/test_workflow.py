@@ -30,6 +30,19 @@ def test_every_preset_plans(preset):
     assert ("rule lung_ct:" in result.stdout) == (preset != "smoke")
 
 
+def test_brain_runs_with_all_in_smoke_and_paper_and_on_demand_in_default():
+    for preset in ("smoke", "paper"):
+        plan = _snakemake("-n", "--forceall", "--cores", "2", "--config", f"preset={preset}")
+        assert "rule train_brain:" in plan.stdout and "rule evaluate_brain_io:" in plan.stdout, preset
+    default = _snakemake("-n", "--forceall", "--cores", "2")
+    assert default.returncode == 0 and not re.search(r"^rule \w*brain\w*:", default.stdout, re.M)
+    on_demand = _snakemake("-n", "--forceall", "--cores", "2", "brain")
+    assert on_demand.returncode == 0, on_demand.stdout + on_demand.stderr
+    for job in ("brain_data", "train_brain", "evaluate_brain", "evaluate_brain_io", "brain_tables", "brain_figure"):
+        assert f"rule {job}:" in on_demand.stdout
+    assert "train_retina" not in on_demand.stdout
+
+
 def _planned_priorities(stdout):
     """{(rule, wildcards): priority} of the jobs in a dry run's plan."""
     jobs = {}
@@ -95,14 +108,16 @@ def test_smoke_preset_runs_end_to_end_and_reproduces(tmp_path):
         outputs.append(directory / "results" / "smoke")
     first, second = outputs
     assert (first / "claims.md").read_text().count("| ") > 6
-    for name in ("retina", "shift_sweep", "equivariance", "lung", "toy1d", "landscape", "learning_curves", "plateau"):
+    for name in ("retina", "shift_sweep", "equivariance", "lung", "toy1d", "landscape", "learning_curves", "plateau",
+                 "brain", "brain_pairs", "brain_curves"):
         for ext in ("csv", "md", "tex"):
             assert (first / "tables" / f"{name}.{ext}").read_bytes() == (second / "tables" / f"{name}.{ext}").read_bytes()
     for figure in ("retina_violin", "learning_curves", "shift_sweep", "landscape", "toy1d", "qualitative_retina", "qualitative_lung",
-                   "vessel_masks"):
+                   "vessel_masks", "brain_shift"):
         assert (first / "figures" / f"{figure}.png").stat().st_size > 1000
         assert (first / "figures" / f"{figure}.pdf").exists()
     assert (first / "claims.md").read_bytes() == (second / "claims.md").read_bytes()
+    assert (first / "tables" / "brain_labels.csv").read_bytes() == (second / "tables" / "brain_labels.csv").read_bytes()
     # runtime per pair goes to the benchmark files, never into the (byte-compared) result tables
     runtime = pd.read_csv(first / "benchmarks" / "evaluate_retina" / "carl_none_seed0_per_pair.tsv", sep="\t")
     assert set(runtime.test_condition) == {"none", "shift", "shift_scale"} and (runtime.seconds_per_pair > 0).all()
@@ -115,7 +130,9 @@ def test_smoke_preset_runs_end_to_end_and_reproduces(tmp_path):
     # the landing page: the suite's description with the claims and leaderboards as HTML tables
     landing = _landing_tables(html)
     claims_table = landing["equireg-claims"]
-    assert claims_table[0] == ["claim", "text", "criterion", "measured", "result"] and len(claims_table) == 1 + 10
+    # the paper's claims, then the brain's three (smoke runs the brain experiment)
+    assert claims_table[0] == ["claim", "text", "criterion", "measured", "result"] and len(claims_table) == 1 + 13
+    assert claims_table[-1][1].startswith("Brain")
     assert {row[-1] for row in claims_table[1:]} <= {"PASS", "FAIL"}
     board = landing["equireg-leaderboard_retina"]
     # methods by the names the README and the figures use; the leaderboard CSVs keep the method ids

@@ -2,8 +2,11 @@
 perturbations, readers for datasets users bring, and deterministic training batches.
 
 Submodules: :mod:`~equireg.data.retina`, :mod:`~equireg.data.perturb`, :mod:`~equireg.data.lung`,
-:mod:`~equireg.data.loaders`, :mod:`~equireg.data.datasets` (and ``io`` for image files). Nothing
-here downloads anything.
+:mod:`~equireg.data.loaders`, :mod:`~equireg.data.datasets` (and ``io`` for image files); real volumes
+with known motion: :mod:`~equireg.data.chest_ct` and :mod:`~equireg.data.breathing` (lung),
+:mod:`~equireg.data.brain` and :mod:`~equireg.data.brain_pairs` (Colin27 + AAL), sharing
+:mod:`~equireg.data.random_warps`. Only the finders of chest_ct and brain download, and only when
+no configured or installed copy exists.
 """
 
 from equireg.data.datasets import PairBatches, load_arrays, save_arrays

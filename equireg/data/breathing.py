@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from equireg.data.chest_ct import ChestCT
 from equireg.data.lung import LungPair, displacement_coordinates, exponentiate
+from equireg.data.random_warps import smooth_noise
 from equireg.transforms import voxel_grid
 
 AMPLITUDE_MM = (8.0, 16.0)
@@ -52,8 +53,7 @@ def breathing_velocity(rng: np.random.Generator, lung_mask: np.ndarray, spacing:
     velocity_mm[0] = amplitude * profile
     velocity_mm[1] = -0.25 * amplitude * profile * front_to_back  # the front chest wall sinks
     for axis in range(3):
-        noise = ndimage.gaussian_filter(rng.standard_normal(shape), [n / 6 for n in shape], mode="wrap")
-        velocity_mm[axis] += 0.2 * amplitude * noise / (np.abs(noise).max() + 1e-9)
+        velocity_mm[axis] += smooth_noise(rng, shape, [n / 6 for n in shape], 0.2 * amplitude)
     return velocity_mm / np.asarray(spacing, dtype=np.float64).reshape(3, 1, 1, 1)
 
 

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from equireg.data.random_warps import smooth_noise
 from equireg.data.trees import render_tubes
 from equireg.transforms import voxel_grid, voxel_scale
 
@@ -225,12 +226,11 @@ def breathing_velocity(seed: int | Sequence[int], shape: Sequence[int], spacing:
     velocity[0] = -amplitude * towards_diaphragm * envelope
     velocity[1] = -0.25 * amplitude * towards_diaphragm * envelope * (1.0 - y) / 2
     for axis in range(3):
-        noise = ndimage.gaussian_filter(rng.standard_normal(tuple(shape)), [n / 6 for n in shape], mode="wrap")
-        velocity[axis] += 0.15 * amplitude * noise / (np.abs(noise).max() + 1e-9) * envelope
+        velocity[axis] += smooth_noise(rng, shape, [n / 6 for n in shape], 0.15 * amplitude) * envelope
     return velocity / np.asarray(spacing, dtype=np.float64).reshape(3, 1, 1, 1)
 
 
-def _compose_displacements(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+def compose_displacements(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """Displacement (voxels) of ``x -> outer(inner(x))`` for ``x -> x + u`` maps."""
     points = voxel_grid(inner.shape[1:]) + inner
     return inner + np.stack([ndimage.map_coordinates(outer[a], points, order=1, mode="nearest")
@@ -241,7 +241,7 @@ def exponentiate(velocity: np.ndarray, steps: int = 7) -> np.ndarray:
     """Displacement (voxels) of the diffeomorphism ``exp(velocity)`` by scaling and squaring."""
     displacement = velocity / 2 ** steps
     for _ in range(steps):
-        displacement = _compose_displacements(displacement, displacement)
+        displacement = compose_displacements(displacement, displacement)
     return displacement
 
 

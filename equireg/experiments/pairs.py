@@ -1,5 +1,5 @@
 """The benchmark's data sets: generated retina pairs (or DRIVE), lung pairs on real chest CT or a phantom
-(or COPDGene, DIR-Lab 4DCT, NLST for testing)."""
+(or COPDGene, DIR-Lab 4DCT, NLST for testing), brain pairs on Colin27 + AAL."""
 
 from __future__ import annotations
 
@@ -188,3 +188,40 @@ def _save_lung_pairs(path: PathLike, pairs: list, augment: np.random.Generator |
         spacing=np.stack([np.asarray(p.spacing) for p in pairs]),
         **({"coordinates": np.stack([p.coordinates for p in pairs]).astype(np.float32)} if with_map else {}),
     )
+
+
+def build_colin27(path: PathLike, settings: dict[str, Any], configured: PathLike | None,
+                  download_folder: PathLike) -> None:
+    """Colin27, its brain mask and AAL on the brain experiment's canvas (``settings``: ``spacing_mm``,
+    ``axis``, ``shifts``: padded by the largest), cached at ``path`` (:mod:`equireg.data.brain`:
+    ``configured``, else the installed package, else downloaded into ``download_folder``)."""
+    from equireg.data import brain
+
+    folder = brain.find_templates(configured, download_folder)
+    brain.save_cache(path, brain.prepare(folder, settings["spacing_mm"], settings["axis"], max(settings["shifts"])))
+
+
+def build_brain_set(path: PathLike, split: str, settings: dict[str, Any], colin27: PathLike) -> None:
+    """Brain pairs of a split (:func:`equireg.data.brain_pairs.brain_pair`, seeded by split and
+    index), none shifted: the test pairs are shifted at evaluation, every shift of the sweep from
+    the same pairs. Training images get an intensity augmentation; validation and test pairs keep
+    their exact maps. ``label_names`` (AAL's) marks a set of multi-label pairs."""
+    from equireg.data.brain import load_cache
+    from equireg.data.brain_pairs import RMS_MM, brain_pair
+    from equireg.data.breathing import augment_intensity
+
+    volume = load_cache(colin27)
+    count = {"train": settings["train_pairs"], "val": settings["val_pairs"]}.get(split, settings["pairs"])
+    pairs = [brain_pair(volume, (DATA_SEEDS[split], k), settings.get("rms_mm", RMS_MM)) for k in range(count)]
+    augment = np.random.default_rng(DATA_SEEDS[split]) if split == "train" else None
+
+    def images(side: str) -> np.ndarray:
+        stacked = [getattr(p, side) if augment is None else augment_intensity(getattr(p, side), getattr(p, f"{side}_mask"),
+                                                                               augment) for p in pairs]
+        return np.stack(stacked)[:, None].astype(np.float32)
+
+    exact = {"coordinates": np.stack([p.coordinates for p in pairs])} if split != "train" else {}
+    save_pairs(path, moving=images("moving"), fixed=images("fixed"),
+               moving_label=np.stack([p.moving_labels for p in pairs])[:, None],
+               fixed_label=np.stack([p.fixed_labels for p in pairs])[:, None],
+               spacing=np.full(3, volume.spacing), label_names=np.asarray(volume.names), **exact)

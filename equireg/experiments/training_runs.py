@@ -37,7 +37,12 @@ def validation_steps(total: int) -> list[int]:
 
 def validation_scores(net, pairs: dict[str, np.ndarray]) -> dict[str, float]:
     """What a training run logs on its validation pairs: mean Dice and (with exact maps) vessel
-    endpoint error for retina pairs; mean TRE in mm for lung pairs (they carry landmarks)."""
+    endpoint error for retina pairs; mean TRE in mm for lung pairs (they carry landmarks); mean
+    AAL Dice for brain pairs (they carry the label names)."""
+    if "label_names" in pairs:
+        from equireg.experiments.brain_evaluation import validation_dice
+
+        return {"val_dice": validation_dice(net, pairs)}
     if "fixed_landmarks" in pairs:
         rows = lung_rows(pairs, *register_lung_pairs(net, pairs))
         return {"val_mtre_mm": float(np.mean([row["mtre_mm"] for row in rows]))}

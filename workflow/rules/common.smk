@@ -20,6 +20,7 @@ for key, path in config.get("datasets", {}).items():
 RESULTS = f"results/{PRESET}"
 RETINA = PRESET_CONFIG["retina"]
 LUNG = PRESET_CONFIG["lung"]
+BRAIN = PRESET_CONFIG["brain"]
 SEEDS = PRESET_CONFIG["seeds"]
 # where and in which precision networks train and run (equireg.devices), and a cap on every
 # training stage's steps (e.g. max_steps=2 checks a preset end to end at its real sizes)
@@ -46,6 +47,8 @@ for key, named in (
     ("landscape.method", [PRESET_CONFIG["landscape"]["method"]]),
     ("training", list(PRESET_CONFIG["training"])),
     ("lung.training", list(LUNG.get("training", {}))),
+    ("brain.methods", BRAIN["methods"]),
+    ("brain.training", list(BRAIN.get("training", {}))),
 ):
     unknown = [m for m in named if m not in REGISTERED]
     if unknown:
@@ -72,6 +75,8 @@ STEP_SECONDS = {
         "unet_only": 0.1,
     },
     "lung": {"carl": 7.0, "gradicon": 4.1, "voxelmorph": 0.6},
+    # 36x43x48 brain canvas (5.25 mm, padded for 63 mm shifts), batch 2, on a loaded machine
+    "brain": {"carl": 8.2, "gradicon": 4.4, "voxelmorph": 2.4},
 }
 
 
@@ -138,6 +143,17 @@ def lung_model(wildcards):
     return rules.train_lung.output.model.format(**dict(wildcards.items()))
 
 
+def lung_ct_input(wildcards):
+    """The chest CT cache when the preset's lung data is real CT; nothing for the phantom."""
+    return {"chest_ct": rules.lung_ct.output[0]} if LUNG.get("data") == "ct" else {}
+
+
+def brain_model(wildcards):
+    if wildcards.method not in TRAINED:
+        return []
+    return rules.train_brain.output.model.format(**dict(wildcards.items()))
+
+
 def not_shifted_model(method):
     """The retina model of ``method`` trained on not-shifted pairs, first seed."""
     return rules.train_retina.output.model.format(
@@ -160,9 +176,12 @@ for experiment, allowed in (
     ("retina", [m for m, c in retina_runs() if c == "none"]),
     ("shift_sweep", [m for m, c in retina_runs() if c == "none"]),
     ("lung", LUNG["methods"]),
+    ("brain", BRAIN["methods"]),
 ):
     wrong = [
-        m for m in IO[experiment]["methods"] if m not in TRAINED or m not in allowed
+        m
+        for m in IO.get(experiment, {}).get("methods", [])
+        if m not in TRAINED or m not in allowed
     ]
     if wrong:
         raise WorkflowError(
@@ -175,6 +194,10 @@ for experiment, allowed in (
 def io_settings(experiment):
     """Steps, learning rate and pairs of one experiment's "method (IO)" evaluations."""
     return {"steps": IO["steps"], "lr": IO["lr"], "pairs": IO[experiment]["pairs"]}
+
+
+# the brain's "method (IO)" evaluations (a preset may give the brain none)
+BRAIN_IO_METHODS = IO.get("brain", {}).get("methods", [])
 
 
 LANDSCAPE = PRESET_CONFIG["landscape"]
@@ -200,6 +223,28 @@ def learning_curve_files():
         for s in SEEDS
     ]
     return retina + lung
+
+
+def brain_curve_files():
+    """The validation curve of every brain training run."""
+    return [
+        rules.train_brain.output.curve.format(method=m, seed=s)
+        for m in BRAIN["methods"]
+        if m in TRAINED
+        for s in SEEDS
+    ]
+
+
+def brain_tables():
+    """The brain experiment's tables (equireg.tables.BRAIN_NAMES, and the per-label CSV)."""
+    return expand(TABLE, name=tables.BRAIN_NAMES, ext=["csv", "md", "tex"]) + [
+        TABLE.format(name="brain_labels", ext="csv")
+    ]
+
+
+def brain_in_all():
+    """The brain experiment's outputs when the preset runs it with everything (brain.in_all)."""
+    return rules.brain.input if BRAIN["in_all"] else []
 
 
 def retina_methods():

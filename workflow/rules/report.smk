@@ -86,6 +86,7 @@ rule figure:
 rule claims:
     input:
         tables=all_tables(),
+        brain=brain_tables() if BRAIN["in_all"] else [],
     output:
         markdown=report(
             f"{RESULTS}/claims.md", caption="../report/claims.rst", category="0 Claims"
@@ -98,6 +99,7 @@ rule claims:
     params:
         tables=tables_directory,
         copdgene=config.get("datasets", {}).get("copdgene"),
+        brain=BRAIN["in_all"],
     script:
         "../scripts/claims.py"
 

@@ -5,4 +5,4 @@ from equireg.experiments import setup_job
 
 setup_job(snakemake.log, snakemake.threads)
 claims.write(snakemake.params.tables, snakemake.output.markdown, copdgene=snakemake.params.copdgene,
-             csv_path=snakemake.output.csv)
+             csv_path=snakemake.output.csv, brain=snakemake.params.brain)
