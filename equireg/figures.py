@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import matplotlib
 
@@ -89,6 +89,17 @@ def retina_violin(directory: Path) -> plt.Figure:
     return figure
 
 
+def _legend_by_method(axis: plt.Axes, methods: Iterable[str]) -> None:
+    """The legend beside the axes in the methods' display order, each "method (IO)" line after its
+    method's and the unregistered line last."""
+    handles, labels = axis.get_legend_handles_labels()
+    rank = {name: k for k, name in enumerate(method_order([*methods, "unregistered"]))}
+    ordered = sorted(zip(labels, handles),
+                     key=lambda item: (rank.get(item[0].removesuffix(" (IO)"), len(rank)), item[0].endswith(" (IO)")))
+    axis.legend([h for _, h in ordered], [lab for lab, _ in ordered], loc="upper left", bbox_to_anchor=(1.01, 1),
+                fontsize="small", title="method (95 % band)")
+
+
 def shift_sweep(directory: Path) -> plt.Figure:
     """Dice against shift magnitude: each method's capture radius, with its 95 % band over pairs;
     "method (IO)" (instance optimisation, on its own pairs) dashed in the method's colour, as the
@@ -110,12 +121,7 @@ def shift_sweep(directory: Path) -> plt.Figure:
     before = sweep.groupby("shift_px")["dice_before"].mean()
     axis.plot(before.index, before.values, ":", color=COLOURS["unregistered"], label="unregistered")
     axis.set(xlabel="vertical shift of the fixed image (pixels at network resolution)", ylabel="Dice", ylim=(0, 1))
-    handles, labels = axis.get_legend_handles_labels()
-    rank = {name: k for k, name in enumerate(method_order([*sweep.method.unique(), "unregistered"]))}
-    ordered = sorted(zip(labels, handles),
-                     key=lambda item: (rank.get(item[0].removesuffix(" (IO)"), len(rank)), item[0].endswith(" (IO)")))
-    axis.legend([h for _, h in ordered], [lab for lab, _ in ordered], loc="upper left", bbox_to_anchor=(1.01, 1),
-                fontsize="small", title="method (95 % band)")
+    _legend_by_method(axis, sweep.method.unique())
     return figure
 
 
@@ -280,12 +286,7 @@ def brain_shift(directory: Path) -> plt.Figure:
     axes_named = ", ".join(f"{a} ({BRAIN_AXIS_NAMES[a]})" for a in sorted(set(table.axis)))
     axis.set(xlabel=f"shift of the moving image (mm, along {axes_named})", ylabel="mean Dice over AAL labels",
              ylim=(0, 1))
-    handles, labels = axis.get_legend_handles_labels()
-    rank = {name: k for k, name in enumerate(method_order([*table.method.unique(), "unregistered"]))}
-    ordered = sorted(zip(labels, handles),
-                     key=lambda item: (rank.get(item[0].removesuffix(" (IO)"), len(rank)), item[0].endswith(" (IO)")))
-    axis.legend([h for _, h in ordered], [lab for lab, _ in ordered], loc="upper left", bbox_to_anchor=(1.01, 1),
-                fontsize="small", title="method (95 % band)")
+    _legend_by_method(axis, table.method.unique())
     return figure
 
 
