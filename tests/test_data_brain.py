@@ -11,7 +11,7 @@ import torch
 
 from equireg.data import brain
 from equireg.data.brain_pairs import brain_pair, shift_pair, shift_volume
-from equireg.experiments.brain_evaluation import label_dice
+from equireg.metrics import label_dice
 from equireg.geometry import index_to_physical
 from equireg.metrics import dice
 from equireg.transforms import warp, warp_labels

@@ -17,21 +17,11 @@ import torch
 from equireg import metrics
 from equireg.data.brain import AXES
 from equireg.data.brain_pairs import BrainPair, shift_pair
-from equireg.experiments.evaluation import (_runtime_row, _write_runtime, first_pairs, instance_optimization,
-                                            io_columns, load_network, register_pairs)
+from equireg.experiments.evaluation import (first_pairs, instance_optimization, io_columns, load_network,
+                                            register_pairs, runtime_row, write_runtime)
 from equireg.experiments.jobs import PathLike, load_pairs
 from equireg.files import write_csv
 from equireg.transforms import warp_labels
-
-
-def label_dice(prediction: np.ndarray, target: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Dice of each of ``labels`` between two label maps, from one joint histogram (116 separate
-    masks would cost 116 passes)."""
-    size = int(max(prediction.max(), target.max(), labels.max())) + 1
-    joint = np.bincount(prediction.ravel().astype(np.int64) * size + target.ravel().astype(np.int64),
-                        minlength=size * size).reshape(size, size)
-    overlap = np.diag(joint)[labels]
-    return 2.0 * overlap / (joint.sum(axis=1)[labels] + joint.sum(axis=0)[labels])
 
 
 def _cropped_hd95(prediction: np.ndarray, target: np.ndarray, spacing: float) -> float:
@@ -55,13 +45,13 @@ def brain_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor
     for i in range(len(coordinate_maps)):
         fixed = pairs["fixed_label"][i, 0]
         labels = np.unique(fixed[fixed > 0]).astype(np.int64)
-        dice = label_dice(warped[i, 0], fixed, labels)
+        dice = metrics.label_dice(warped[i, 0], fixed, labels)
         brain = fixed > 0
         rows.append({
             "pair": i,
-            "dice_before": float(label_dice(pairs["moving_label"][i, 0], fixed, labels).mean()),
+            "dice_before": float(metrics.label_dice(pairs["moving_label"][i, 0], fixed, labels).mean()),
             "dice": float(dice.mean()),
-            "dice_ceiling": float(label_dice(ceiling[i, 0], fixed, labels).mean()),
+            "dice_ceiling": float(metrics.label_dice(ceiling[i, 0], fixed, labels).mean()),
             "hd95_mm": float(np.nanmean([_cropped_hd95(warped[i, 0] == k, fixed == k, spacing) for k in labels])),
             "folds_percent": metrics.fold_percentage(coordinate_maps[i:i + 1]),
             "sdlogj": metrics.sd_log_jacobian(coordinate_maps[i:i + 1]),
@@ -118,7 +108,7 @@ def evaluate_brain(method: str, model: PathLike | None, test: PathLike, table: P
             rows.append({**run, **row})
             label_rows += [{**run, "pair": row["pair"], "label": int(k), "name": names[k - 1], "dice": float(d)}
                            for k, d in zip(labels, dice)]
-        timings.append(_runtime_row(run, seconds))
+        timings.append(runtime_row(run, seconds))
     write_csv(table, pd.DataFrame(rows))
     write_csv(labels_table, pd.DataFrame(label_rows))
-    _write_runtime(runtime, timings, net)
+    write_runtime(runtime, timings, net)

@@ -124,7 +124,7 @@ def examples_of(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor) -> 
             "warped": warp(moving, coordinate_maps[:1]).numpy()[0, 0]}
 
 
-def _write_runtime(path: PathLike | None, rows: list[dict[str, Any]], net) -> None:
+def write_runtime(path: PathLike | None, rows: list[dict[str, Any]], net) -> None:
     """Seconds per registered pair (median over each test set's pairs) for the benchmark files:
     timings stay out of result tables, which are byte-reproducible."""
     if path is not None:
@@ -133,7 +133,7 @@ def _write_runtime(path: PathLike | None, rows: list[dict[str, Any]], net) -> No
         write_csv(path, frame, separator="\t")
 
 
-def _runtime_row(run: dict[str, Any], seconds: list[float]) -> dict[str, Any]:
+def runtime_row(run: dict[str, Any], seconds: list[float]) -> dict[str, Any]:
     return {**run, "pairs": len(seconds), "seconds_per_pair": float(np.median(seconds))}
 
 
@@ -190,12 +190,12 @@ def evaluate_retina(method: str, model: PathLike | None, tests: Sequence[PathLik
         run = {"method": method, "train_condition": train_condition, "seed": seed, "test_set": split,
                "test_condition": condition, **io_columns(io)}
         rows += [{**run, **row} for row in dice_rows(pairs, maps)]
-        timings.append(_runtime_row(run, seconds))
+        timings.append(runtime_row(run, seconds))
         example_arrays.update({f"{split}_{condition}/{k}": v for k, v in examples_of(pairs, maps).items()})
     write_csv(table, pd.DataFrame(rows))
     if examples is not None:
         save_pairs(examples, method=np.array(method), **example_arrays)
-    _write_runtime(runtime, timings, net)
+    write_runtime(runtime, timings, net)
 
 
 def evaluate_lung(method: str, model: PathLike | None, test: PathLike, table: PathLike,
@@ -218,7 +218,7 @@ def evaluate_lung(method: str, model: PathLike | None, test: PathLike, table: Pa
         middle = shape[1] // 2
         example = examples_of(pairs, maps)
         save_pairs(examples, method=np.array(method), **{k: v[:, middle] for k, v in example.items()})
-    _write_runtime(runtime, [_runtime_row(run, seconds)], net)
+    write_runtime(runtime, [runtime_row(run, seconds)], net)
 
 
 def lung_rows(pairs: dict[str, np.ndarray], coordinate_maps: torch.Tensor,
