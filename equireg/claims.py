@@ -322,9 +322,21 @@ def claim_brain_io_gradicon(pairs: pd.DataFrame) -> tuple[str, str, bool]:
             bool((carl - tuned).mean() > GRADICON_DROP))
 
 
+@titled("Brain (Colin27 + AAL): no network is measurably still improving when it stops")
+def claim_brain_plateau(plateau: pd.DataFrame) -> tuple[str, str, bool]:
+    if plateau.empty:
+        raise LookupError("no brain learning curves")
+    counts = plateau.plateau.value_counts()
+    return (f"as claim 7, on each brain run's validation Dice (bound {tables.PLATEAU_BOUND['val_dice']}): "
+            "PASS when no run is 'not yet'",
+            f"{counts.get('yes', 0)} at plateau, {counts.get('undecided', 0)} undecided, "
+            f"{counts.get('not yet', 0)} not yet; " + "; ".join(_run_text(row) for row in plateau.itertuples()),
+            bool((plateau.plateau != "not yet").all()))
+
+
 def check_all(directory: str | Path, copdgene: str | None = None, brain: bool = False) -> list[Claim]:
     """The paper's six claims, the plateau check and the three claims on instance optimisation from
-    the tables in ``directory``; with ``brain``, the three claims of the brain shift sweep after them."""
+    the tables in ``directory``; with ``brain``, the brain's claims (:func:`brain_claims`) after them."""
     read = lambda name: tables.read(directory, name)  # noqa: E731
     retina, pairs, io_pairs = read("retina"), read("retina_pairs"), tables.read_if_written(directory, "retina_io")
     return [claim_gradicon(retina, pairs), claim_carl(retina, pairs), claim_landscape(read("landscape")),
@@ -332,16 +344,20 @@ def check_all(directory: str | Path, copdgene: str | None = None, brain: bool = 
             claim_lung(read("lung"), copdgene, tables.read_if_written(directory, "lung_pairs")),
             claim_plateau(read("plateau")),
             claim_io_no_worse(pairs, io_pairs, tables.read_if_written(directory, "lung_pairs"), tables.read_if_written(directory, "lung_io")),
-            claim_io_gradicon(pairs, io_pairs), claim_io_carl(io_pairs)] + (_brain_claims(directory) if brain else [])
+            claim_io_gradicon(pairs, io_pairs), claim_io_carl(io_pairs)] + (brain_claims(directory) if brain else [])
 
 
-def _brain_claims(directory: str | Path) -> list[Claim]:
+def brain_claims(directory: str | Path) -> list[Claim]:
+    """The brain shift sweep's claims (CARL flat, GradICON falling, IO no rescue) and its plateau
+    check, from the brain tables in ``directory``."""
     pairs = tables.read(directory, "brain_pairs")
-    return [claim_brain_carl(pairs), claim_brain_gradicon(pairs), claim_brain_io_gradicon(pairs)]
+    return [claim_brain_carl(pairs), claim_brain_gradicon(pairs), claim_brain_io_gradicon(pairs),
+            claim_brain_plateau(tables.read(directory, "brain_plateau"))]
 
 
-def render(claims: list[Claim]) -> str:
-    lines = ["# Claims of the CARL paper, checked on this run", "",
+def render(claims: list[Claim], title: str = "Claims of the CARL paper, checked on this run") -> str:
+    """The claims as a Markdown table under ``title``, numbered from 1."""
+    lines = [f"# {title}", "",
              "| # | claim | criterion | measured | result |", "|---|---|---|---|---|"]
     for number, claim in enumerate(claims, 1):
         lines.append(f"| {number} | {claim.text} | {claim.criterion} | {claim.measured} | "
@@ -360,7 +376,17 @@ def write(directory: str | Path, path: str | Path, copdgene: str | None = None,
           csv_path: str | Path | None = None, brain: bool = False) -> None:
     """Write ``claims.md`` (and, with ``csv_path``, the same rows as CSV) from the tables in
     ``directory`` (with ``brain``, the brain claims too)."""
-    checked = check_all(directory, copdgene, brain)
-    write_text(path, render(checked))
+    _write(check_all(directory, copdgene, brain), path, csv_path)
+
+
+def write_brain(directory: str | Path, path: str | Path, csv_path: str | Path | None = None) -> None:
+    """Write the brain's claims alone (:func:`brain_claims`) as ``brain_claims.md`` (and CSV): for a
+    preset that runs the brain experiment on demand rather than with everything."""
+    _write(brain_claims(directory), path, csv_path,
+           title="Brain claims of the CARL paper (Colin27 + AAL shift sweep), checked on this run")
+
+
+def _write(checked: list[Claim], path: str | Path, csv_path: str | Path | None, **title: str) -> None:
+    write_text(path, render(checked, **title))
     if csv_path is not None:
         write_csv(csv_path, table(checked))

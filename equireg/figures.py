@@ -125,6 +125,28 @@ def shift_sweep(directory: Path) -> plt.Figure:
     return figure
 
 
+def _learning_curve_panel(axis: plt.Axes, data: pd.DataFrame, experiment: str, score: str) -> None:
+    """One experiment's validation ``score`` against training step, per method (and train condition,
+    where there are several)."""
+    data = data[data[score].notna()].copy()
+    methods = sorted(set(data.method))
+    data["method"] = data.method.map(display_name)
+    data["train"] = data.train_condition.map(CONDITION_NAMES)
+    several = data.train.nunique() > 1  # 3-D runs have one condition: no line-style legend
+    sns.lineplot(data=data, x="step", y=score, hue="method", hue_order=method_order(methods),
+                 palette=palette(methods), style="train" if several else None, marker="o", markersize=3,
+                 ax=axis)
+    axis.set(xlabel="training step", title=experiment,
+             ylabel="validation Dice" if score == "val_dice" else "validation mTRE (mm, log scale)")
+    if score == "val_mtre_mm":  # an untrained 3-D CARL starts tens of mm off; the end is what matters
+        axis.set_yscale("log")
+        axis.set_yticks([t for t in (0.5, 1, 2, 5, 10, 20, 50, 100, 200) if
+                         data[score].min() / 2 <= t <= data[score].max() * 2])
+        axis.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+
+
 def learning_curves(directory: Path) -> plt.Figure:
     """Validation Dice (retina) and mTRE (lung) against training step, per method and train condition."""
     curves = tables.read(directory, "learning_curves")
@@ -132,24 +154,7 @@ def learning_curves(directory: Path) -> plt.Figure:
               if score in curves and curves[curves.experiment == e][score].notna().any()]
     figure, axes = plt.subplots(len(panels), 1, figsize=(7, 3.4 * len(panels)), squeeze=False, layout="constrained")
     for axis, (experiment, score) in zip(axes[:, 0], panels):
-        data = curves[curves.experiment == experiment].copy()
-        data = data[data[score].notna()]
-        methods = sorted(set(data.method))
-        data["method"] = data.method.map(display_name)
-        data["train"] = data.train_condition.map(CONDITION_NAMES)
-        several = data.train.nunique() > 1  # lung has one condition: no line-style legend
-        sns.lineplot(data=data, x="step", y=score, hue="method", hue_order=method_order(methods),
-                     palette=palette(methods), style="train" if several else None, marker="o", markersize=3,
-                     ax=axis)
-        axis.set(xlabel="training step", title=experiment,
-                 ylabel="validation Dice" if score == "val_dice" else "validation mTRE (mm, log scale)")
-        if score == "val_mtre_mm":  # an untrained 3-D CARL starts tens of mm off; the end is what matters
-            axis.set_yscale("log")
-            axis.set_yticks([t for t in (0.5, 1, 2, 5, 10, 20, 50, 100, 200) if
-                             data[score].min() / 2 <= t <= data[score].max() * 2])
-            axis.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-            axis.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+        _learning_curve_panel(axis, curves[curves.experiment == experiment], experiment, score)
     return figure
 
 
@@ -259,7 +264,7 @@ def draw(name: str, directory: str | Path, png: str | Path, pdf: str | Path, *, 
 
 #: the brain experiment's figure and its section of the report (its own rule draws it: a preset may
 #: leave the experiment out)
-BRAIN_SECTIONS = {"brain_shift": "4 Brain"}
+BRAIN_SECTIONS = {"brain_shift": "4 Brain", "brain_learning_curves": "5 Training"}
 #: Colin27's anatomical direction of each ITK axis
 BRAIN_AXIS_NAMES = {"x": "left-right", "y": "front-back", "z": "foot-head"}
 
@@ -290,9 +295,23 @@ def brain_shift(directory: Path) -> plt.Figure:
     return figure
 
 
+def brain_learning_curves(directory: Path) -> plt.Figure:
+    """Validation Dice of every brain training run against its step, with the validation pairs'
+    unregistered Dice (dotted) where the curves record it."""
+    curves = tables.read(directory, "brain_curves")
+    figure, axis = plt.subplots(figsize=(7, 3.4), layout="constrained")
+    _learning_curve_panel(axis, curves, "brain (Colin27 + AAL)", "val_dice")
+    if "val_dice_unregistered" in curves:  # the same validation pairs for every run
+        axis.axhline(curves.val_dice_unregistered.mean(), linestyle=":", color=COLOURS["unregistered"],
+                     label="unregistered")
+        axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    return figure
+
+
 def draw_brain(name: str, directory: str | Path, png: str | Path, pdf: str | Path) -> None:
     """Draw brain figure ``name`` (:data:`BRAIN_SECTIONS`) from the tables in ``directory``."""
     if name not in BRAIN_SECTIONS:
         raise ValueError(f"unknown brain figure {name!r}; known: {', '.join(BRAIN_SECTIONS)}")
     style()
-    save(brain_shift(Path(directory)), png, pdf)
+    makers = {"brain_shift": brain_shift, "brain_learning_curves": brain_learning_curves}
+    save(makers[name](Path(directory)), png, pdf)

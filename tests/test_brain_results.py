@@ -78,8 +78,10 @@ def written(tmp_path):
     gradicon = _run_files(tmp_path, "gradicon", lambda mm: 0.70 - 0.01 * mm)
     gradicon_io = _run_files(tmp_path, "gradicon", lambda mm: 0.72 - 0.009 * mm, io=True)
     curve = tmp_path / "curve.csv"
-    pd.DataFrame({"experiment": "brain", "method": "carl", "train_condition": "none", "seed": 0,
-                  "step": [1, 2, 3, 4], "val_dice": [0.5, 0.6, 0.65, 0.66]}).to_csv(curve, index=False)
+    steps = np.arange(1, 41)  # risen by step 10, then flat up to a wobble of 0.002
+    pd.DataFrame({"experiment": "brain", "method": "carl", "train_condition": "none", "seed": 0, "step": steps,
+                  "val_dice": np.minimum(0.5 + 0.02 * steps, 0.7) + 0.002 * (-1.0) ** steps,
+                  "val_dice_unregistered": 0.6}).to_csv(curve, index=False)
     inputs = SimpleNamespace(brain=[carl[0], gradicon[0]], brain_labels=[carl[1], gradicon[1]],
                              brain_io=[gradicon_io[0]], brain_io_labels=[gradicon_io[1]], curves=[str(curve)])
     directory = tmp_path / "tables"
@@ -100,8 +102,9 @@ def test_tables_describe_themselves(written):
 
 
 def test_brain_claims_pass_on_the_papers_pattern_and_fail_on_its_opposite(written):
-    checked = claims._brain_claims(written)
-    assert [c.passed for c in checked] == [True, True, True], [c.measured for c in checked]
+    checked = claims.brain_claims(written)
+    assert [c.passed for c in checked] == [True, True, True, True], [c.measured for c in checked]
+    assert "1 at plateau" in checked[3].measured
     # swap the methods: CARL falls, GradICON stays flat
     pairs = tables.read(written, "brain_pairs")
     swapped = pairs.assign(method=pairs.method.map({"carl": "gradicon", "gradicon": "carl"}))
@@ -109,18 +112,31 @@ def test_brain_claims_pass_on_the_papers_pattern_and_fail_on_its_opposite(writte
     assert not claims.claim_brain_gradicon(swapped).passed
     missing = claims.claim_brain_io_gradicon(pairs[pairs.io_steps == 0])
     assert not missing.passed and "not measured" in missing.measured
+    # a run still rising by 0.02 Dice per step to its end is "not yet": the plateau claim fails
+    curves = tables.read(written, "brain_curves")
+    rising = tables.plateau(curves.assign(val_dice=0.3 + 0.02 * curves.step))
+    assert list(rising.plateau) == ["not yet"] and not claims.claim_brain_plateau(rising).passed
+
+
+def test_brain_claims_alone_for_a_preset_that_runs_the_brain_on_demand(written, tmp_path):
+    claims.write_brain(written, tmp_path / "brain_claims.md", csv_path=tmp_path / "brain_claims.csv")
+    text = (tmp_path / "brain_claims.md").read_text()
+    assert text.startswith("# Brain claims") and text.count("| PASS |") == 4
+    assert list(pd.read_csv(tmp_path / "brain_claims.csv").claim) == [1, 2, 3, 4]
 
 
 def test_check_all_appends_the_brain_claims_only_when_asked(written):
     # beside the committed reference tables (default preset, which runs no brain)
     for table in (ROOT / "results" / "reference" / "tables").glob("*.csv"):
-        shutil.copy(table, written)
+        if not (written / table.name).exists():  # the reference may hold a brain run of its own
+            shutil.copy(table, written)
     plain, with_brain = claims.check_all(written), claims.check_all(written, None, True)
-    assert len(with_brain) == len(plain) + 3
+    assert len(with_brain) == len(plain) + 4
     assert [(c.text, c.measured) for c in with_brain[:len(plain)]] == [(c.text, c.measured) for c in plain]
-    assert with_brain[-3].text.startswith("Brain") and all(c.passed for c in with_brain[-3:])
+    assert with_brain[-4].text.startswith("Brain") and all(c.passed for c in with_brain[-4:])
 
 
-def test_figure(written, tmp_path):
-    figures.draw_brain("brain_shift", written, tmp_path / "b.png", tmp_path / "b.pdf")
+@pytest.mark.parametrize("name", list(figures.BRAIN_SECTIONS))
+def test_figure(written, tmp_path, name):
+    figures.draw_brain(name, written, tmp_path / "b.png", tmp_path / "b.pdf")
     assert (tmp_path / "b.png").stat().st_size > 1000 and (tmp_path / "b.pdf").exists()

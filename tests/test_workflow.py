@@ -130,8 +130,8 @@ def test_smoke_preset_runs_end_to_end_and_reproduces(tmp_path):
     # the landing page: the suite's description with the claims and leaderboards as HTML tables
     landing = _landing_tables(html)
     claims_table = landing["equireg-claims"]
-    # the paper's claims, then the brain's three (smoke runs the brain experiment)
-    assert claims_table[0] == ["claim", "text", "criterion", "measured", "result"] and len(claims_table) == 1 + 13
+    # the paper's claims, then the brain's four (smoke runs the brain experiment with everything)
+    assert claims_table[0] == ["claim", "text", "criterion", "measured", "result"] and len(claims_table) == 1 + 14
     assert claims_table[-1][1].startswith("Brain")
     assert {row[-1] for row in claims_table[1:]} <= {"PASS", "FAIL"}
     board = landing["equireg-leaderboard_retina"]

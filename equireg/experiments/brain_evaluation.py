@@ -78,10 +78,12 @@ def shifted(pairs: dict[str, np.ndarray], voxels: int, axis: str) -> dict[str, n
             "coordinates": np.stack([p.coordinates for p in moved])}
 
 
-def validation_dice(net, pairs: dict[str, np.ndarray]) -> float:
-    """Mean AAL Dice of ``net`` on not-shifted pairs (a training run's learning curve)."""
+def validation_scores(net, pairs: dict[str, np.ndarray]) -> dict[str, float]:
+    """Mean AAL Dice of ``net`` on not-shifted pairs (a training run's learning curve), and the
+    pairs' unregistered Dice: the level a network must beat before it registers anything."""
     rows, _, _ = brain_rows(pairs, register_pairs(net, pairs["moving"], pairs["fixed"]))
-    return float(np.mean([row["dice"] for row in rows]))
+    return {"val_dice": float(np.mean([row["dice"] for row in rows])),
+            "val_dice_unregistered": float(np.mean([row["dice_before"] for row in rows]))}
 
 
 def evaluate_brain(method: str, model: PathLike | None, test: PathLike, table: PathLike, labels_table: PathLike,

@@ -38,11 +38,11 @@ def validation_steps(total: int) -> list[int]:
 def validation_scores(net, pairs: dict[str, np.ndarray]) -> dict[str, float]:
     """What a training run logs on its validation pairs: mean Dice and (with exact maps) vessel
     endpoint error for retina pairs; mean TRE in mm for lung pairs (they carry landmarks); mean
-    AAL Dice for brain pairs (they carry the label names)."""
+    AAL Dice for brain pairs (they carry the label names), with their unregistered Dice."""
     if "label_names" in pairs:
-        from equireg.experiments.brain_evaluation import validation_dice
+        from equireg.experiments import brain_evaluation
 
-        return {"val_dice": validation_dice(net, pairs)}
+        return brain_evaluation.validation_scores(net, pairs)
     if "fixed_landmarks" in pairs:
         rows = lung_rows(pairs, *register_lung_pairs(net, pairs))
         return {"val_mtre_mm": float(np.mean([row["mtre_mm"] for row in rows]))}

@@ -169,7 +169,56 @@ rule brain_figure:
         "../scripts/brain_figure.py"
 
 
+# a preset that runs the brain with everything checks its claims in claims.md (rule claims); one
+# that runs it on demand checks them here, beside it
+if not BRAIN["in_all"]:
+
+    rule brain_claims:
+        input:
+            tables=brain_tables(),
+        output:
+            markdown=report(
+                f"{RESULTS}/brain_claims.md",
+                caption="../report/claims.rst",
+                category="0 Claims",
+            ),
+            csv=f"{RESULTS}/brain_claims.csv",
+        log:
+            f"{RESULTS}/logs/brain_claims.log",
+        conda:
+            ENV
+        params:
+            tables=tables_directory,
+        script:
+            "../scripts/brain_claims.py"
+
+
+# defined only when asked for, like rule reference: `snakemake --cores all brain --config
+# refresh_reference=true` adds the brain experiment to results/reference/
+if REFRESH_REFERENCE:
+
+    rule brain_reference:
+        input:
+            claims=[] if BRAIN["in_all"] else rules.brain_claims.output.markdown,
+            tables=brain_tables(),
+            figures=expand(FIGURE, name=list(figures.BRAIN_SECTIONS), ext=["png", "pdf"]),
+        output:
+            claims=[] if BRAIN["in_all"] else "results/reference/brain_claims.md",
+            tables=[path.replace(f"{RESULTS}/", "results/reference/") for path in brain_tables()],
+            figures=expand(
+                REFERENCE_FIGURE, name=list(figures.BRAIN_SECTIONS), ext=["png", "pdf"]
+            ),
+        log:
+            f"{RESULTS}/logs/brain_reference.log",
+        conda:
+            ENV
+        script:
+            "../scripts/reference.py"
+
+
 rule brain:
     input:
         brain_tables(),
         expand(FIGURE, name=list(figures.BRAIN_SECTIONS), ext=["png", "pdf"]),
+        [] if BRAIN["in_all"] else rules.brain_claims.output,
+        rules.brain_reference.output if REFRESH_REFERENCE else [],

@@ -1,12 +1,10 @@
-"""Refresh the committed results/reference/ from the default preset's outputs."""
+"""Refresh the committed results/reference/ from the default preset's outputs (or its brain experiment's)."""
 
 import shutil
 
 from equireg.experiments import setup_job
 
 setup_job(snakemake.log, snakemake.threads)
-for source, target in zip(
-    [snakemake.input.claims, *snakemake.input.tables, *snakemake.input.figures],
-    [snakemake.output.claims, *snakemake.output.tables, *snakemake.output.figures],
-):
+# inputs and outputs name the same files in the same order (rules reference and brain_reference)
+for source, target in zip(snakemake.input, snakemake.output, strict=True):
     shutil.copyfile(source, target)
