@@ -18,6 +18,10 @@ from equireg.attention import DEFAULT_CHUNK_SIZE, CoordinateAttention, Featurize
 from equireg.unet import TallUNet2
 from equireg.wrappers import DisplacementField, Downsample, RegistrationNetwork, TwoStep
 
+#: Ξ runs on images average-pooled by this factor (two Downsamples); it is exactly equivariant to
+#: shifts of whole coarse cells on sizes N with N - 1 divisible by it (equireg.equivariance)
+XI_POOLING = 4
+
 
 def coordinate_attention_network(
     dimension: int, feature_channels: int = 128, feature_scale: float = 4.0, padding: int = 9,

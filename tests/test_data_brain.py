@@ -63,9 +63,11 @@ def volume(templates) -> brain.Colin27:
     return brain.prepare(templates, 1.5, "x", padding=8)
 
 
-def test_canvas_covers_the_field_of_view_and_pads_the_shift_axis(volume):
+def test_canvas_covers_the_field_of_view_and_pads_the_shift_axis(volume, templates):
     # 43 / 51 / 39 mm of field of view at 1.5 mm: 30 / 35 / 27 voxels; x (array axis 2) padded by 8
     assert volume.image.shape == (27, 35, 30 + 8)
+    # with pooling 4, every axis grows to N - 1 divisible by 4 (CARL's whole-cell equivariance)
+    assert brain.prepare(templates, 1.5, "x", padding=8, pooling=4).image.shape == (29, 37, 41)
     assert volume.spacing == 1.5 and volume.geometry[2] == DIRECTION
     assert volume.names == tuple(f"Region_{k}" for k in range(1, 9))
 

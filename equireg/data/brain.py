@@ -9,7 +9,8 @@ an installed package (``/usr/share/mricron/templates``), else ``apt-get download
 
 The volumes are resampled in physical space onto the experiment's *canvas*: an isotropic grid of a
 chosen spacing centred on Colin27's field of view, extended along the shift axis by the largest
-shift, so that a brain moved by any shift of the sweep stays whole (no cropping lowers the ceiling).
+shift, so that a brain moved by any shift of the sweep stays whole (no cropping lowers the ceiling),
+and to sizes on which CARL's Ξ is exactly equivariant to whole-cell shifts (:func:`canvas`).
 Arrays are ``[z, y, x]`` (SimpleITK's order); the ITK axes x, y, z are Colin27's left-right,
 front-back and foot-head.
 """
@@ -162,10 +163,13 @@ def brain_mask(extracted: np.ndarray) -> np.ndarray:
 
 
 def canvas(source: Geometry, source_size: Sequence[int], spacing: float, axis: str = "x",
-           padding: int = 0) -> tuple[Geometry, tuple[int, ...]]:
+           padding: int = 0, pooling: int = 1) -> tuple[Geometry, tuple[int, ...]]:
     """Geometry and array shape of the canvas: the smallest isotropic grid of ``spacing`` (same
     direction) that holds the source's field of view, centred on it, then ``padding`` voxels more at
-    the high-index end of ``axis`` (ITK name), where shifted brains go."""
+    the high-index end of ``axis`` (ITK name), where shifted brains go, and up to ``N - 1`` divisible
+    by ``pooling`` on every axis (more voxels at the high end): on such sizes a network that pools by
+    ``pooling`` (CARL's Ξ: :data:`equireg.carl.XI_POOLING`) is exactly equivariant to shifts of whole
+    coarse cells (:mod:`equireg.equivariance`); on others its maps are off by a fraction of the shift."""
     origin, source_spacing, direction = source
     extent = np.asarray([(n - 1) * s for n, s in zip(source_size, source_spacing)])
     size = np.ceil(extent / spacing - 1e-9).astype(int) + 1
@@ -173,6 +177,7 @@ def canvas(source: Geometry, source_size: Sequence[int], spacing: float, axis: s
     centre = np.asarray(origin) + axes @ (extent / 2)
     start = centre - axes @ (spacing * (size - 1) / 2)
     size[2 - AXES[axis]] += padding
+    size += (-(size - 1)) % pooling
     return ((tuple(float(v) for v in start), (float(spacing),) * 3, tuple(float(v) for v in direction)),
             tuple(int(n) for n in size[::-1]))
 
@@ -184,7 +189,7 @@ def normalise(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (np.clip(image / scale, 0.0, 1.0) * mask).astype(np.float32)
 
 
-def prepare(folder: str | os.PathLike, spacing: float, axis: str = "x", padding: int = 0) -> Colin27:
+def prepare(folder: str | os.PathLike, spacing: float, axis: str = "x", padding: int = 0, pooling: int = 1) -> Colin27:
     """Colin27, its brain mask and AAL from a templates folder (or an extracted package), on the canvas of :func:`canvas`:
     the T1 (times the mask, so the skull does not move with the brain) linearly with anti-aliasing,
     the mask linearly then thresholded at 0.5, the labels by nearest neighbour."""
@@ -195,7 +200,7 @@ def prepare(folder: str | os.PathLike, spacing: float, axis: str = "x", padding:
         if image.GetSize() != t1.GetSize() or not np.allclose(geometry(image)[0], source[0]):
             raise ValueError(f"{folder}: {name} is not on Colin27's grid")
     mask = brain_mask(sitk.GetArrayFromImage(extracted))
-    target, shape = canvas(source, t1.GetSize(), spacing, axis, padding)
+    target, shape = canvas(source, t1.GetSize(), spacing, axis, padding, pooling)
     brain = sitk.GetArrayFromImage(t1).astype(np.float32) * mask
     resampled_mask = resample_physical(mask.astype(np.float32), source, shape, target) >= 0.5
     image = normalise(resample_physical(brain, source, shape, target), resampled_mask)

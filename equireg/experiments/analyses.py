@@ -10,12 +10,13 @@ import pandas as pd
 import torch
 
 from equireg import devices
+from equireg.carl import XI_POOLING
 from equireg.experiments.evaluation import dice_rows, instance_optimization, io_columns, load_network, register_pairs
 from equireg.experiments.jobs import PathLike, load_pairs
 from equireg.files import write_csv, write_json
 
 #: pooling factor of Xi in CARL's trees: equivariance is measured on sizes 1 + a multiple of it
-EQUIVARIANCE_STRIDE = 4
+EQUIVARIANCE_STRIDE = XI_POOLING
 
 
 def shift_sweep(method: str, model: PathLike | None, pairs: PathLike, table: PathLike,

@@ -193,12 +193,14 @@ def _save_lung_pairs(path: PathLike, pairs: list, augment: np.random.Generator |
 def build_colin27(path: PathLike, settings: dict[str, Any], configured: PathLike | None,
                   download_folder: PathLike) -> None:
     """Colin27, its brain mask and AAL on the brain experiment's canvas (``settings``: ``spacing_mm``,
-    ``axis``, ``shifts``: padded by the largest), cached at ``path`` (:mod:`equireg.data.brain`:
-    ``configured``, else the installed package, else downloaded into ``download_folder``)."""
+    ``axis``, ``shifts``: padded by the largest; ``pooling``: sizes for whole-cell equivariance,
+    :func:`equireg.data.brain.canvas`), cached at ``path`` (:mod:`equireg.data.brain`: ``configured``,
+    else the installed package, else downloaded into ``download_folder``)."""
     from equireg.data import brain
 
     folder = brain.find_templates(configured, download_folder)
-    brain.save_cache(path, brain.prepare(folder, settings["spacing_mm"], settings["axis"], max(settings["shifts"])))
+    brain.save_cache(path, brain.prepare(folder, settings["spacing_mm"], settings["axis"], max(settings["shifts"]),
+                                         settings["pooling"]))
 
 
 def build_brain_set(path: PathLike, split: str, settings: dict[str, Any], colin27: PathLike) -> None:

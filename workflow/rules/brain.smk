@@ -13,7 +13,10 @@ rule brain_data:
         ENV
     params:
         # only what shapes the canvas: a change of schedules must not rebuild the data
-        canvas={key: BRAIN[key] for key in ("spacing_mm", "axis", "shifts")},
+        canvas={
+            **{key: BRAIN[key] for key in ("spacing_mm", "axis", "shifts")},
+            "pooling": XI_POOLING,
+        },
         configured=config.get("datasets", {}).get("colin27"),
         download=f"{RESULTS}/data/brain/download",
     script:

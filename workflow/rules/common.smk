@@ -4,6 +4,7 @@ import os
 from snakemake.exceptions import WorkflowError
 
 from equireg import figures, methods, reproduction, summary, tables
+from equireg.carl import XI_POOLING
 
 PRESET = config["preset"]
 if PRESET not in config["presets"]:
