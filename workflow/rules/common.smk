@@ -76,7 +76,7 @@ STEP_SECONDS = {
         "unet_only": 0.1,
     },
     "lung": {"carl": 7.0, "gradicon": 4.1, "voxelmorph": 0.6},
-    # 36x43x48 brain canvas (5.25 mm, padded for 63 mm shifts), batch 2, on a loaded machine
+    # 37x45x49 brain canvas (5.25 mm, padded for 63 mm shifts), batch 2, on a loaded machine
     "brain": {"carl": 8.2, "gradicon": 4.4, "voxelmorph": 2.4},
 }
 
