@@ -204,10 +204,15 @@ if REFRESH_REFERENCE:
         input:
             claims=[] if BRAIN["in_all"] else rules.brain_claims.output.markdown,
             tables=brain_tables(),
-            figures=expand(FIGURE, name=list(figures.BRAIN_SECTIONS), ext=["png", "pdf"]),
+            figures=expand(
+                FIGURE, name=list(figures.BRAIN_SECTIONS), ext=["png", "pdf"]
+            ),
         output:
             claims=[] if BRAIN["in_all"] else "results/reference/brain_claims.md",
-            tables=[path.replace(f"{RESULTS}/", "results/reference/") for path in brain_tables()],
+            tables=[
+                path.replace(f"{RESULTS}/", "results/reference/")
+                for path in brain_tables()
+            ],
             figures=expand(
                 REFERENCE_FIGURE, name=list(figures.BRAIN_SECTIONS), ext=["png", "pdf"]
             ),
