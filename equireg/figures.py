@@ -262,7 +262,7 @@ def draw(name: str, directory: str | Path, png: str | Path, pdf: str | Path, *, 
     save(makers[name](), png, pdf)
 
 
-#: the brain experiment's figure and its section of the report (its own rule draws it: a preset may
+#: the brain experiment's figures and their sections of the report (its own rule draws them: a preset may
 #: leave the experiment out)
 BRAIN_SECTIONS = {"brain_shift": "4 Brain", "brain_learning_curves": "5 Training"}
 #: Colin27's anatomical direction of each ITK axis
