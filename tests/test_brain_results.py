@@ -11,8 +11,7 @@ from helpers import ROOT
 
 from equireg import claims, figures, tables
 from equireg.experiments.brain_evaluation import brain_rows, shifted
-from equireg.metrics import label_dice
-from equireg.metrics import dice
+from equireg.metrics import dice, label_dice
 from equireg.transforms import identity_map
 
 

@@ -11,9 +11,8 @@ import torch
 
 from equireg.data import brain
 from equireg.data.brain_pairs import brain_pair, shift_pair, shift_volume
-from equireg.metrics import label_dice
 from equireg.geometry import index_to_physical
-from equireg.metrics import dice
+from equireg.metrics import dice, label_dice
 from equireg.transforms import warp, warp_labels
 
 #: a small "Colin27": 1 mm, Colin27's directions (LPS, x and y reversed), origin off zero

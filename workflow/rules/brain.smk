@@ -204,18 +204,14 @@ if REFRESH_REFERENCE:
         input:
             claims=[] if BRAIN["in_all"] else rules.brain_claims.output.markdown,
             tables=brain_tables(),
-            figures=expand(
-                FIGURE, name=list(figures.BRAIN_SECTIONS), ext=["png", "pdf"]
-            ),
+            figures=brain_figures(FIGURE),
         output:
             claims=[] if BRAIN["in_all"] else "results/reference/brain_claims.md",
             tables=[
                 path.replace(f"{RESULTS}/", "results/reference/")
                 for path in brain_tables()
             ],
-            figures=expand(
-                REFERENCE_FIGURE, name=list(figures.BRAIN_SECTIONS), ext=["png", "pdf"]
-            ),
+            figures=brain_figures(REFERENCE_FIGURE),
         log:
             f"{RESULTS}/logs/brain_reference.log",
         conda:
@@ -227,6 +223,6 @@ if REFRESH_REFERENCE:
 rule brain:
     input:
         brain_tables(),
-        expand(FIGURE, name=list(figures.BRAIN_SECTIONS), ext=["png", "pdf"]),
+        brain_figures(FIGURE),
         [] if BRAIN["in_all"] else rules.brain_claims.output,
         rules.brain_reference.output if REFRESH_REFERENCE else [],

@@ -76,7 +76,7 @@ STEP_SECONDS = {
         "unet_only": 0.1,
     },
     "lung": {"carl": 7.0, "gradicon": 4.1, "voxelmorph": 0.6},
-    # 37x45x49 brain canvas (5.25 mm, padded for 63 mm shifts), batch 2, on a loaded machine
+    # 36x43x48 brain canvas (5.25 mm, padded for 63 mm shifts; 37x45x49 since), batch 2, on a loaded machine
     "brain": {"carl": 8.2, "gradicon": 4.4, "voxelmorph": 2.4},
 }
 
@@ -241,6 +241,12 @@ def brain_tables():
     return expand(TABLE, name=tables.BRAIN_NAMES, ext=["csv", "md", "tex"]) + [
         TABLE.format(name="brain_labels", ext="csv")
     ]
+
+
+def brain_figures(pattern):
+    """The brain experiment's figures (equireg.figures.BRAIN_SECTIONS), PNG and PDF, on ``pattern``
+    (FIGURE, or REFERENCE_FIGURE)."""
+    return expand(pattern, name=list(figures.BRAIN_SECTIONS), ext=["png", "pdf"])
 
 
 def brain_in_all():
