@@ -230,6 +230,11 @@ class Featurizer(nn.Module):
 
 # --- Ξ --------------------------------------------------------------------------------------------
 
+def _reverse_groups(batch: torch.Tensor, groups: int) -> torch.Tensor:
+    """``batch`` with its ``groups`` equal slices in reverse order: cat(A, B) -> cat(B, A)."""
+    return torch.cat(batch.chunk(groups)[::-1])
+
+
 def padded_identity(shape: tuple[int, ...], padding: int, like: torch.Tensor) -> torch.Tensor:
     """Identity map of a grid of ``shape`` extended linearly by ``padding`` voxels per side:
     padded voxel ``i`` sits at ``(i - padding) / (N - 1)``, so the true grid keeps [0, 1]."""
@@ -270,10 +275,12 @@ class CoordinateAttention(nn.Module):
         self.chunk_size = chunk_size
         self.net = featurizer if featurizer is not None else Featurizer(dimension, feature_channels, input_channels)
         self._seen: list[tuple[torch.Tensor, torch.Tensor, list]] | None = None
+        self._groups = 1
 
     @contextmanager
-    def sharing_features(self) -> Iterator[None]:
-        """Within this block an image featurized before is not featurized again.
+    def sharing_features(self, groups: int = 1) -> Iterator[None]:
+        """Within this block an image featurized before is not featurized again, nor is it with its
+        ``groups`` batch groups in reverse order.
 
         GradICON registers A to B and B to A with the same weights, so Ξ would featurize each
         image twice; sharing halves the featurizer's forward and backward work (80 % of a CARL
@@ -281,10 +288,14 @@ class CoordinateAttention(nn.Module):
         of the two uses either way, and each reuse replays the batch-norm layers on their stored
         inputs so that their running statistics are updated as by a second pass. Only images
         that need no gradient are shared, and only if batch norm is the featurizer's only state.
+        With both directions in one batch (``cat(A, B)``, then ``cat(B, A)``; batch norm grouped by
+        direction, :func:`equireg.wrappers.batch_norm_groups`) the reuse replays each layer on its
+        input with the groups reversed, so that it sees B then A, as the second of two calls would.
         """
         only_batch_norm_state = all(isinstance(module, nn.modules.batchnorm._BatchNorm)
                                     for module in self.net.modules() if list(module.buffers(recurse=False)))
         self._seen = [] if only_batch_norm_state else None
+        self._groups = groups
         try:
             yield
         finally:
@@ -295,12 +306,16 @@ class CoordinateAttention(nn.Module):
         sharing = self._seen is not None and not padded.requires_grad
         if sharing:
             for image, features, norm_inputs in self._seen:
-                if image.shape == padded.shape and torch.equal(image, padded):
+                if image.shape != padded.shape:
+                    continue
+                for reverse in (False, True) if self._groups > 1 else (False,):
+                    if not torch.equal(_reverse_groups(image, self._groups) if reverse else image, padded):
+                        continue
                     if self.training:
                         with torch.no_grad():
                             for norm, norm_input in norm_inputs:
-                                norm(norm_input)
-                    return features
+                                norm(_reverse_groups(norm_input, self._groups) if reverse else norm_input)
+                    return _reverse_groups(features, self._groups) if reverse else features
         norm_inputs: list[tuple[nn.Module, torch.Tensor]] = []
         hooks = [module.register_forward_pre_hook(lambda module, args: norm_inputs.append((module, args[0])))
                  for module in self.net.modules()

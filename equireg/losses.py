@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from equireg.transforms import Transform, identity_map, jacobian_determinant, warp
-from equireg.wrappers import features_shared
+from equireg.wrappers import batch_norm_groups, directions_batchable, features_shared
 
 Similarity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -199,6 +199,20 @@ class GradICONLoss(nn.Module):
         self.lmbda = _check_lmbda("GradICONLoss", lmbda)
         self.sparse = bool(sparse)
 
+    def both_directions(self, moving: torch.Tensor, fixed: torch.Tensor) -> tuple[Transform, Transform]:
+        """``net(A, B)`` and ``net(B, A)``. Where the network allows
+        (:func:`~equireg.wrappers.directions_batchable`) as one call on ``cat(A, B), cat(B, A)`` with
+        batch norm per direction: the same numbers (to float32 summation order), with each weight
+        read, and each small deep layer launched, once instead of twice. Ξ featurizes A and B once
+        for both directions either way."""
+        batch = moving.shape[0]
+        if directions_batchable(self.regis_net):
+            with features_shared(self.regis_net, groups=2), batch_norm_groups(self.regis_net, 2):
+                phi = self.regis_net(torch.cat([moving, fixed]), torch.cat([fixed, moving]))
+            return phi.select(slice(0, batch)), phi.select(slice(batch, None))
+        with features_shared(self.regis_net):
+            return self.regis_net(moving, fixed), self.regis_net(fixed, moving)
+
     def _sample_points(self, identity: torch.Tensor) -> torch.Tensor:
         scale = 2 if self.sparse else 1
         # drawn on the CPU generator whatever the device, so a seed fixes it everywhere
@@ -224,9 +238,7 @@ class GradICONLoss(nn.Module):
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> dict[str, torch.Tensor]:
         _check_inputs("GradICONLoss", moving, fixed)
         identity = identity_map(moving.shape[2:], moving.device, moving.dtype)
-        with features_shared(self.regis_net):  # Ξ featurizes A and B once for both directions
-            phi_AB = self.regis_net(moving, fixed)
-            phi_BA = self.regis_net(fixed, moving)
+        phi_AB, phi_BA = self.both_directions(moving, fixed)
         field_AB, field_BA = phi_AB(identity), phi_BA(identity)
         similarity_loss = (self.similarity(warp(moving, field_AB), fixed)
                            + self.similarity(warp(fixed, field_BA), moving))

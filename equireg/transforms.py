@@ -90,7 +90,8 @@ class Transform:
 
     ``Transform(fn)`` wraps any function ``[B, D, *S] -> [B, D, *S]``. ``phi.field(shape)``
     samples it on the identity grid of ``shape``; ``phi @ psi`` is the composition
-    ``x -> phi(psi(x))``.
+    ``x -> phi(psi(x))``; ``phi.select(index)`` is the transform of the batch elements ``index``
+    (for the transforms that know their batch: displacement fields and their compositions).
     """
 
     def __init__(self, fn: CoordinateFn):
@@ -108,6 +109,10 @@ class Transform:
         dtype = like.dtype if like is not None else torch.float32
         return self(identity_map(shape, device, dtype))
 
+    def select(self, index: slice) -> "Transform":
+        """The transform of batch elements ``index`` alone."""
+        raise TypeError(f"{type(self).__name__} wraps a function and cannot select batch elements")
+
 
 class DisplacementTransform(Transform):
     """``x -> x + u(x)`` for a displacement field ``u`` on a regular grid (``[B, D, *S]``, in [0, 1]
@@ -117,10 +122,24 @@ class DisplacementTransform(Transform):
         self.displacement = displacement
         super().__init__(lambda x: x + sample(displacement, x, "bilinear", "border"))
 
+    def select(self, index: slice) -> Transform:
+        return DisplacementTransform(self.displacement[index])
+
+
+class ComposedTransform(Transform):
+    """``outer o inner``: first ``inner``, then ``outer``."""
+
+    def __init__(self, outer: Transform, inner: Transform):
+        self.outer, self.inner = outer, inner
+        super().__init__(lambda x: outer(inner(x)))
+
+    def select(self, index: slice) -> Transform:
+        return ComposedTransform(self.outer.select(index), self.inner.select(index))
+
 
 def compose(phi: Transform, psi: Transform) -> Transform:
     """``phi o psi``: first ``psi``, then ``phi`` (``A o (phi o psi) = (A o phi) o psi``)."""
-    return Transform(lambda x: phi(psi(x)))
+    return ComposedTransform(phi, psi)
 
 
 def translation(offset: Sequence[float] | torch.Tensor) -> Transform:

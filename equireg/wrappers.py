@@ -7,6 +7,7 @@ that ``moving o phi ~ fixed``. The wrappers here build trees of such networks. A
 
 from __future__ import annotations
 
+import functools
 from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
@@ -18,16 +19,59 @@ from equireg.transforms import DisplacementTransform, Transform, identity_map, w
 
 
 @contextmanager
-def features_shared(net: nn.Module) -> Iterator[None]:
+def features_shared(net: nn.Module, groups: int = 1) -> Iterator[None]:
     """Let the parts of ``net`` that can (those with a ``sharing_features`` context, i.e. Ξ) reuse
     the features of an image they have seen within this block: for losses that run ``net(A, B)``
-    and ``net(B, A)`` with the same weights. The results are those of computing everything twice.
+    and ``net(B, A)`` with the same weights, as two calls or as one call on batches of ``groups``
+    groups (``net(cat(A, B), cat(B, A))``: an image is also recognised with its groups in reverse
+    order). The results are those of computing everything twice.
     """
     with ExitStack() as stack:
         for module in net.modules():
             if hasattr(module, "sharing_features"):
-                stack.enter_context(module.sharing_features())
+                stack.enter_context(module.sharing_features(groups))
         yield
+
+
+def _grouped_batch_norm(norm: nn.Module, forward, groups: int, x: torch.Tensor) -> torch.Tensor:
+    if not norm.training:
+        return forward(x)
+    return torch.cat([forward(part) for part in x.chunk(groups)])
+
+
+@contextmanager
+def batch_norm_groups(net: nn.Module, groups: int) -> Iterator[None]:
+    """Within this block, every batch norm of ``net`` in training mode normalises each of
+    ``groups`` equal slices of its batch by that slice's own statistics and updates its running
+    statistics slice after slice: one call on ``cat(A, B)`` does what ``net(A)`` then ``net(B)``
+    would do."""
+    norms = [module for module in net.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:  # an instance attribute shadows the class's forward until deleted
+        norm.forward = functools.partial(_grouped_batch_norm, norm, norm.forward, groups)
+    try:
+        yield
+    finally:
+        for norm in norms:
+            del norm.forward
+
+
+def directions_batchable(net: nn.Module) -> bool:
+    """Whether ``net(cat(A, B), cat(B, A))`` under :func:`batch_norm_groups` computes exactly
+    ``net(A, B)`` and ``net(B, A)``, split by ``Transform.select``: a tree of the wrappers below over
+    displacement networks, whose only state is batch norm and which draw no random numbers."""
+    def tree(module: nn.Module) -> bool:
+        if isinstance(module, DisplacementField):
+            return True
+        if isinstance(module, TwoStep):
+            return tree(module.netPhi) and tree(module.netPsi)
+        return isinstance(module, Downsample) and tree(module.net)
+
+    for module in net.modules():
+        stateful = any(True for _ in module.buffers(recurse=False))
+        if (stateful and not isinstance(module, nn.modules.batchnorm._BatchNorm)) or \
+                isinstance(module, nn.modules.dropout._DropoutNd):
+            return False
+    return tree(net)
 
 
 class RegistrationNetwork(nn.Module):

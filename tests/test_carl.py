@@ -125,32 +125,92 @@ def _gradicon_step(net, moving, fixed):
     return loss.detach(), gradients, {name: b.clone() for name, b in net.named_buffers()}
 
 
-def test_gradicon_shares_xi_features_between_directions_without_changing_the_step(monkeypatch):
+def _sequential_unshared(monkeypatch):
+    """GradICON's two directions as two calls of the network, each featurizing its own images."""
     import contextlib
 
     from equireg import losses
 
+    monkeypatch.setattr(losses, "directions_batchable", lambda net: False)
+    monkeypatch.setattr(losses, "features_shared", lambda net, groups=1: contextlib.nullcontext())
+
+
+def _carl_pair():
     torch.manual_seed(0)
     net = methods.build("carl", 2, feature_channels=8).train()
     moving = torch.nn.functional.avg_pool2d(torch.rand(2, 1, 37, 29), 3, 1, 1)
     fixed = torch.nn.functional.avg_pool2d(torch.rand(2, 1, 37, 29), 3, 1, 1)
+    return net, moving, fixed
+
+
+def _assert_same_step(net, moving, fixed, ours, expected):
+    torch.testing.assert_close(ours[0], expected[0], rtol=1e-6, atol=0)  # the loss, to float32 round-off
+    identity = identity_map(moving.shape[2:])
+    zero = zero_gradient_parameters(net, lambda net: net(moving, fixed)(identity))
+    assert_gradients_close(ours[1], expected[1], zero)  # equal up to the order of float32 sums
+    for name in expected[2]:  # batch-norm running statistics, as after two separate passes
+        torch.testing.assert_close(ours[2][name], expected[2][name], msg=name)
+
+
+def test_gradicon_shares_xi_features_between_directions_without_changing_the_step(monkeypatch):
+    net, moving, fixed = _carl_pair()
     initial = {k: v.clone() for k, v in net.state_dict().items()}
     calls = []
     featurizer = carl.featurizer(net)
-    featurizer.register_forward_hook(lambda *args: calls.append(1))
+    featurizer.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
 
     shared = _gradicon_step(net, moving, fixed)
-    assert len(calls) == 2  # A and B once each, not once per direction
+    assert calls == [4]  # A and B once each, both directions in one batch (cat(A, B), then reused)
     net.load_state_dict(initial)
-    monkeypatch.setattr(losses, "features_shared", lambda net: contextlib.nullcontext())
+    _sequential_unshared(monkeypatch)
     separate = _gradicon_step(net, moving, fixed)
-    assert len(calls) == 6
+    assert calls[1:] == [2] * 4  # moving and fixed, in each direction
 
-    assert torch.equal(shared[0], separate[0])
+    prefix = next(name for name, module in net.named_modules() if module is featurizer)
     identity = identity_map(moving.shape[2:])
     zero = zero_gradient_parameters(net, lambda net: net(moving, fixed)(identity))
-    prefix = next(name for name, module in net.named_modules() if module is featurizer)
     assert any(name.startswith(prefix) for name in zero)  # its convolutions feed BatchNorms
-    assert_gradients_close(shared[1], separate[1], zero)  # equal up to the order of float32 sums
-    for name in shared[2]:  # batch-norm running statistics, as after a second pass
-        torch.testing.assert_close(shared[2][name], separate[2][name], rtol=0, atol=0, msg=name)
+    _assert_same_step(net, moving, fixed, shared, separate)
+
+
+@pytest.mark.parametrize("method", ["gradicon", "carl"])
+def test_gradicon_batches_both_directions_without_changing_the_step(monkeypatch, method):
+    from equireg import losses, wrappers
+
+    if method == "carl":
+        net, moving, fixed = _carl_pair()
+    else:
+        torch.manual_seed(0)
+        net = methods.build("gradicon", 2, levels=2).train()
+        moving, fixed = torch.rand(2, 1, 37, 33), torch.rand(2, 1, 37, 33)
+    with torch.no_grad():  # leave the identity: zero last layers would hide every other weight
+        for module in net.modules():
+            if isinstance(module, TallUNet2):
+                module.lastConv.weight.normal_(0, 0.05)
+    assert wrappers.directions_batchable(net)
+    initial = {k: v.clone() for k, v in net.state_dict().items()}
+    batched = _gradicon_step(net, moving, fixed)
+    net.load_state_dict(initial)
+    _sequential_unshared(monkeypatch)
+    separate = _gradicon_step(net, moving, fixed)
+    _assert_same_step(net, moving, fixed, batched, separate)
+
+    # the test sees it when batch norm mixes the two directions' statistics
+    import contextlib
+
+    monkeypatch.setattr(losses, "directions_batchable", lambda net: True)
+    monkeypatch.setattr(losses, "batch_norm_groups", lambda net, groups: contextlib.nullcontext())
+    net.load_state_dict(initial)
+    mixed = _gradicon_step(net, moving, fixed)
+    with pytest.raises(AssertionError):
+        _assert_same_step(net, moving, fixed, mixed, separate)
+
+
+def test_only_wrapper_trees_without_other_state_batch_their_directions():
+    from equireg import wrappers
+
+    assert not wrappers.directions_batchable(torch.nn.Sequential())  # not a tree of wrappers
+    dropout = DisplacementField(torch.nn.Sequential(torch.nn.Dropout(0.1)))
+    assert not wrappers.directions_batchable(dropout)  # its draws depend on the batch
+    assert wrappers.directions_batchable(TwoStep(Downsample(DisplacementField(TallUNet2(2))),
+                                                 DisplacementField(TallUNet2(2))))

@@ -132,10 +132,11 @@ def test_gradicon_loss_matches_upstream(size, levels, batch, sparse):
         torch.testing.assert_close(terms[key], getattr(expected, name).float(), rtol=1e-5, atol=0)
     identity = identity_map(shape[2:])
     zero = zero_gradient_parameters(ours_net, lambda net: net(moving, fixed)(identity))
-    # in 3-D our deepest up convolutions are matmuls (equireg.unet.small_transposed_conv); the
-    # batch norms of 1-8 voxel levels amplify round-off: on the 34³ two-level tree, fp32 gradients
-    # differ from float64 by up to 1.3e-4 (relative) with torch's layers and 1.1e-4 with ours
-    assert_gradients_match(ours_net, upstream_net, zero, rtol=1e-5 if dimension < 3 else 1.5e-4)
+    # in 3-D our deepest up convolutions are matmuls (equireg.unet.small_transposed_conv) and both
+    # directions run as one batch (GradICONLoss.both_directions); the batch norms of 1-8 voxel
+    # levels amplify round-off: on the 34³ two-level tree, fp32 gradients differ from float64 by
+    # up to 1.3e-4 (relative) with upstream's layers and with ours, so from each other by up to twice that
+    assert_gradients_match(ours_net, upstream_net, zero, rtol=1e-5 if dimension < 3 else 3e-4)
     with torch.no_grad():
         torch.testing.assert_close(warp(moving, ours_net(moving, fixed)(identity)), upstream.warped_image_A,
                                    rtol=1e-5, atol=1e-5)

@@ -61,6 +61,20 @@ def test_displacement_transform_interpolates_and_composes():
     torch.testing.assert_close((phi @ phi).field(shape), T.identity_map(shape) + 0.2)
 
 
+def test_select_keeps_the_chosen_batch_elements_of_a_composition():
+    shape = (5, 6)
+    generator = torch.Generator().manual_seed(0)
+    first, second = (0.05 * torch.randn(4, 2, *shape, generator=generator) for _ in range(2))
+    phi = T.DisplacementTransform(first) @ T.DisplacementTransform(second)
+    points = T.identity_map(shape) + 0.02 * torch.randn(1, 2, *shape, generator=generator)
+    for index in (slice(0, 2), slice(2, None)):
+        alone = T.DisplacementTransform(first[index]) @ T.DisplacementTransform(second[index])
+        assert torch.equal(phi.select(index)(points), alone(points))
+        assert torch.equal(phi.select(index)(points), phi(points)[index])
+    with pytest.raises(TypeError, match="cannot select"):
+        T.translation([0.1, 0.0]).select(slice(0, 1))
+
+
 def test_label_warp_keeps_labels():
     labels = torch.zeros(1, 1, 10, 10, dtype=torch.long)
     labels[0, 0, 2:5, 3:7] = 2
