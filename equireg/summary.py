@@ -19,7 +19,10 @@ from equireg.files import write_text
 LEADERBOARDS = {"leaderboard_retina": "Retina: Dice of models trained on not-shifted pairs [95 % interval], "
                                       "rank per test condition [95 % interval]; (IO): with instance optimisation",
                 "leaderboard_lung": "Lung: mTRE in mm [95 % interval], lung-mask Dice and HD95, folds, SDlogJ, rank "
-                                    "[95 % interval]; (IO): with instance optimisation"}
+                                    "[95 % interval]; (IO): with instance optimisation",
+                "leaderboard_brain": "Brain (Colin27 + AAL): mean Dice over labels [95 % interval] per shift of the "
+                                     "moving image; HD95, folds, SDlogJ, endpoint error without shift; "
+                                     "(IO): with instance optimisation"}
 
 
 # Snakemake's landing page centres its content vertically in a scrolling box, which cuts off the
@@ -50,7 +53,12 @@ def _read_cells(csv: str | Path) -> pd.DataFrame:
     return pd.read_csv(csv, dtype=str, keep_default_na=False)
 
 
-def write(claims_csv: str | Path, directory: str | Path, path: str | Path) -> None:
-    """Write the landing page fragment from ``claims.csv`` and the ``LEADERBOARDS`` tables in ``directory``."""
-    leaderboards = {name: _read_cells(Path(directory) / f"{name}.csv") for name in LEADERBOARDS}
+def write(claims_csv: str | Path, leaderboard_csvs: list[str | Path], path: str | Path) -> None:
+    """Write the landing page fragment from ``claims.csv`` and the leaderboards' CSV files (each named
+    ``<name>.csv`` for a name of ``LEADERBOARDS``; shown in that order)."""
+    found = {Path(csv).stem: csv for csv in leaderboard_csvs}
+    unknown = set(found) - set(LEADERBOARDS)
+    if unknown:
+        raise ValueError(f"not leaderboards: {sorted(unknown)} (known: {list(LEADERBOARDS)})")
+    leaderboards = {name: _read_cells(found[name]) for name in LEADERBOARDS if name in found}
     write_text(path, fragment(_read_cells(claims_csv), leaderboards))

@@ -435,7 +435,7 @@ def read_if_written(directory: str | Path, name: str) -> pd.DataFrame | None:
 # --- brain: the shift sweep on Colin27 + AAL --------------------------------------------------------
 
 #: the brain experiment's tables (its own rule writes them: a preset may leave the experiment out)
-BRAIN_NAMES = ["brain", "brain_pairs", "brain_curves", "brain_plateau"]
+BRAIN_NAMES = ["leaderboard_brain", "brain", "brain_pairs", "brain_curves", "brain_plateau"]
 #: the columns that say which run, shift and pair a brain row is; io_steps 0 marks a run without IO
 BRAIN_KEYS = ["method", *IO_KEYS, "seed", "axis", "shift_vox", "shift_mm", "pair"]
 #: per-pair measurements of a brain run (equireg.experiments.brain_evaluation)
@@ -468,6 +468,34 @@ def brain(pairs: pd.DataFrame) -> pd.DataFrame:
     return _with_interval(pairs, keys, "dice", table)
 
 
+def leaderboard_brain(brain_table: pd.DataFrame) -> pd.DataFrame:
+    """Per brain method, "method (IO)" rows after the others: mean AAL Dice [95 % interval] at each
+    shift (columns ``dice_<mm>mm``), then HD95 (mm), % folds, SDlogJ and endpoint error (mm) without
+    shift, and the number of test pairs; the unregistered pairs first, the exact map's ceiling last.
+    ``brain_table``: :func:`brain`."""
+    if brain_table.empty:
+        return pd.DataFrame(columns=["method"])
+    shifts = sorted(set(brain_table.shift_mm))
+    first = brain_table[(brain_table.method == brain_table.method.iloc[0]) & (brain_table.io_steps == 0)]
+    first = first.set_index("shift_mm")
+    board = [{"method": "unregistered", **{f"dice_{mm:g}mm": f"{first.loc[mm, 'dice_before']:.3f}" for mm in shifts}}]
+    for (steps, method), group in brain_table.groupby(["io_steps", "method"], sort=True):
+        group = group.set_index("shift_mm")
+        entry = {"method": method, **{f"dice_{mm:g}mm": _with_ci(row.dice, row.dice_ci_low, row.dice_ci_high, 3)
+                                      for mm, row in group.iterrows()}}
+        unshifted = group.loc[shifts[0]]
+        for name, digits in (("hd95_mm", 2), ("folds_percent", 3), ("sdlogj", 3), ("epe_mm", 2)):
+            entry[name] = f"{unshifted[name]:.{digits}f}"
+        entry["pairs"] = str(int(unshifted.pairs))
+        entry["io_steps"] = str(int(steps)) if steps else ""
+        board.append(entry)
+    board.append({"method": "exact map (ceiling)",
+                  **{f"dice_{mm:g}mm": f"{first.loc[mm, 'dice_ceiling']:.3f}" for mm in shifts}})
+    columns = ["method", *[f"dice_{mm:g}mm" for mm in shifts], "hd95_mm", "folds_percent", "sdlogj", "epe_mm",
+               "pairs", "io_steps"]
+    return pd.DataFrame(board).reindex(columns=columns).fillna("")
+
+
 def brain_labels(paths: Iterable[str], io_paths: Iterable[str] = ()) -> pd.DataFrame:
     """Every label's Dice on every brain test pair at every shift of every run, sorted."""
     keys = [*BRAIN_KEYS, "label"]
@@ -483,7 +511,9 @@ def write_brain(inputs: Any, directory: str | Path) -> None:
     """The brain tables (:data:`BRAIN_NAMES`, and ``brain_labels.csv``) from the workflow's named
     inputs: the evaluations (``brain``, ``brain_io``, their ``*_labels``) and the learning ``curves``."""
     pairs = brain_pairs(inputs.brain, inputs.brain_io)
-    write_table(brain(pairs), directory, "brain")
+    table = brain(pairs)
+    _write_leaderboard(leaderboard_brain(table), directory, "leaderboard_brain")
+    write_table(table, directory, "brain")
     write_table(pairs, directory, "brain_pairs")
     curves = learning_curves(inputs.curves)
     write_table(curves, directory, "brain_curves")

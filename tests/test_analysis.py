@@ -314,15 +314,23 @@ def test_landing_page_reads_each_leaderboard_by_its_name(tmp_path):
     tables.write_table(tables.leaderboard_lung(tables.read(tmp_path, "lung"), _ranks(tmp_path)), tmp_path,
                        "leaderboard_lung")
     claims.write(tmp_path, tmp_path / "claims.md", csv_path=tmp_path / "claims.csv")
-    summary.write(tmp_path / "claims.csv", tmp_path, tmp_path / "summary.html")
+    written = ["leaderboard_lung", "leaderboard_retina"]  # no brain: a preset may run it on demand
+    summary.write(tmp_path / "claims.csv", [tmp_path / f"{name}.csv" for name in written], tmp_path / "summary.html")
     page = (tmp_path / "summary.html").read_text()
     for name, heading in summary.LEADERBOARDS.items():
-        assert f"<h3>{heading}</h3>" in page and f"equireg-{name}" in page
+        assert (f"<h3>{heading}</h3>" in page and f"equireg-{name}" in page) == (name in written)
+    assert page.index("equireg-leaderboard_retina") < page.index("equireg-leaderboard_lung")  # in LEADERBOARDS order
     assert "<td>5.00</td>" in page  # cells as written, not re-read as numbers
+    with pytest.raises(ValueError, match="not leaderboards"):
+        summary.write(tmp_path / "claims.csv", [tmp_path / "retina.csv"], tmp_path / "other.html")
 
 
 def test_the_table_name_lists_that_the_workflow_imports_agree():
-    assert tables.NAMES[:len(summary.LEADERBOARDS)] == list(summary.LEADERBOARDS)  # landing page tables first
+    for names in (tables.NAMES, tables.BRAIN_NAMES):  # landing page tables first, in LEADERBOARDS order
+        boards = [name for name in names if name.startswith("leaderboard_")]
+        assert names[:len(boards)] == boards
+        assert boards == [name for name in summary.LEADERBOARDS if name in names]
+    assert set(summary.LEADERBOARDS) <= set(tables.NAMES) | set(tables.BRAIN_NAMES)
     assert set(reproduction.TABLES) <= set(tables.NAMES)
 
 

@@ -100,6 +100,17 @@ def test_tables_describe_themselves(written):
     assert tables.read(written, "brain_plateau").plateau.iloc[0] in ("yes", "not yet", "undecided")
 
 
+def test_leaderboard_has_a_row_per_method_and_a_dice_column_per_shift(written):
+    board = tables.read(written, "leaderboard_brain")
+    assert list(board.method) == ["unregistered", "carl", "gradicon", "gradicon", "exact map (ceiling)"]
+    assert [c for c in board.columns if c.startswith("dice_")] == ["dice_0mm", "dice_21mm", "dice_63mm"]
+    carl, gradicon, optimized = (board.iloc[i] for i in (1, 2, 3))
+    assert carl.dice_63mm.startswith("0.710 [") and gradicon.dice_63mm.startswith("0.080 [")
+    assert optimized.io_steps == 50 and np.isnan(carl.io_steps)  # IO rows last among the methods
+    assert board.iloc[0].dice_0mm == "0.600" and board.iloc[-1].dice_63mm == "0.740"
+    shown = (written / "leaderboard_brain.md").read_text()
+    assert "| GradICON (IO) |" in shown and "| CARL |" in shown
+
 def test_brain_claims_pass_on_the_papers_pattern_and_fail_on_its_opposite(written):
     checked = claims.brain_claims(written)
     assert [c.passed for c in checked] == [True, True, True, True], [c.measured for c in checked]

@@ -254,6 +254,16 @@ def brain_in_all():
     return rules.brain.input if BRAIN["in_all"] else []
 
 
+def landing_leaderboards():
+    """The leaderboards of the report's landing page (equireg.summary): the brain's only where the
+    preset runs the brain with everything."""
+    return [
+        name
+        for name in summary.LEADERBOARDS
+        if name in tables.NAMES or (BRAIN["in_all"] and name in tables.BRAIN_NAMES)
+    ]
+
+
 def retina_methods():
     return list(dict.fromkeys(RETINA["methods"] + RETINA["ablations"]))
 

@@ -107,15 +107,13 @@ rule claims:
 rule summary:
     input:
         claims=rules.claims.output.csv,
-        tables=expand(TABLE, name=list(summary.LEADERBOARDS), ext="csv"),
+        tables=expand(TABLE, name=landing_leaderboards(), ext="csv"),
     output:
         f"{RESULTS}/summary.html",
     log:
         f"{RESULTS}/logs/summary.log",
     conda:
         ENV
-    params:
-        tables=tables_directory,
     script:
         "../scripts/summary.py"
 

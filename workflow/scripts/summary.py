@@ -4,4 +4,4 @@ from equireg import summary
 from equireg.experiments import setup_job
 
 setup_job(snakemake.log, snakemake.threads)
-summary.write(snakemake.input.claims, snakemake.params.tables, snakemake.output[0])
+summary.write(snakemake.input.claims, snakemake.input.tables, snakemake.output[0])
