@@ -24,6 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from equireg import devices
 from equireg.transforms import identity_map
+from equireg.wrappers import only_batch_norm_state
 
 DEFAULT_CHUNK_SIZE = 256
 VALUE_CHANNELS = 4  # fused GPU kernels want value widths that are multiples of 4
@@ -292,9 +293,7 @@ class CoordinateAttention(nn.Module):
         direction, :func:`equireg.wrappers.batch_norm_groups`) the reuse replays each layer on its
         input with the groups reversed, so that it sees B then A, as the second of two calls would.
         """
-        only_batch_norm_state = all(isinstance(module, nn.modules.batchnorm._BatchNorm)
-                                    for module in self.net.modules() if list(module.buffers(recurse=False)))
-        self._seen = [] if only_batch_norm_state else None
+        self._seen = [] if only_batch_norm_state(self.net) else None
         self._groups = groups
         try:
             yield
@@ -305,11 +304,12 @@ class CoordinateAttention(nn.Module):
         """Normalised features of a padded image (shared within :meth:`sharing_features`)."""
         sharing = self._seen is not None and not padded.requires_grad
         if sharing:
+            candidates = [(padded, False)]
+            if self._groups > 1:  # cat(B, A) is seen as cat(A, B) reversed
+                candidates.append((_reverse_groups(padded, self._groups), True))
             for image, features, norm_inputs in self._seen:
-                if image.shape != padded.shape:
-                    continue
-                for reverse in (False, True) if self._groups > 1 else (False,):
-                    if not torch.equal(_reverse_groups(image, self._groups) if reverse else image, padded):
+                for candidate, reverse in candidates:
+                    if image.shape != candidate.shape or not torch.equal(image, candidate):
                         continue
                     if self.training:
                         with torch.no_grad():

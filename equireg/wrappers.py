@@ -33,6 +33,13 @@ def features_shared(net: nn.Module, groups: int = 1) -> Iterator[None]:
         yield
 
 
+def only_batch_norm_state(net: nn.Module) -> bool:
+    """Whether batch norm layers are the only modules of ``net`` that keep state (buffers): then
+    replaying or grouping them reproduces everything a forward pass changes."""
+    return all(isinstance(module, nn.modules.batchnorm._BatchNorm)
+               for module in net.modules() if any(True for _ in module.buffers(recurse=False)))
+
+
 def _grouped_batch_norm(norm: nn.Module, forward, groups: int, x: torch.Tensor) -> torch.Tensor:
     if not norm.training:
         return forward(x)
@@ -66,12 +73,8 @@ def directions_batchable(net: nn.Module) -> bool:
             return tree(module.netPhi) and tree(module.netPsi)
         return isinstance(module, Downsample) and tree(module.net)
 
-    for module in net.modules():
-        stateful = any(True for _ in module.buffers(recurse=False))
-        if (stateful and not isinstance(module, nn.modules.batchnorm._BatchNorm)) or \
-                isinstance(module, nn.modules.dropout._DropoutNd):
-            return False
-    return tree(net)
+    random = any(isinstance(module, nn.modules.dropout._DropoutNd) for module in net.modules())
+    return only_batch_norm_state(net) and not random and tree(net)
 
 
 class RegistrationNetwork(nn.Module):

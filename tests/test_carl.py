@@ -144,33 +144,45 @@ def _carl_pair():
 
 
 def _assert_same_step(net, moving, fixed, ours, expected):
-    torch.testing.assert_close(ours[0], expected[0], rtol=1e-6, atol=0)  # the loss, to float32 round-off
+    """The loss and running statistics to float32 round-off, the gradients to summation order;
+    returns the parameters whose gradient is analytically zero."""
+    torch.testing.assert_close(ours[0], expected[0], rtol=1e-6, atol=0)
     identity = identity_map(moving.shape[2:])
     zero = zero_gradient_parameters(net, lambda net: net(moving, fixed)(identity))
-    assert_gradients_close(ours[1], expected[1], zero)  # equal up to the order of float32 sums
+    assert_gradients_close(ours[1], expected[1], zero)
     for name in expected[2]:  # batch-norm running statistics, as after two separate passes
         torch.testing.assert_close(ours[2][name], expected[2][name], msg=name)
+    return zero
 
 
 def test_gradicon_shares_xi_features_between_directions_without_changing_the_step(monkeypatch):
+    from equireg import losses
+
     net, moving, fixed = _carl_pair()
     initial = {k: v.clone() for k, v in net.state_dict().items()}
     calls = []
     featurizer = carl.featurizer(net)
     featurizer.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
 
-    shared = _gradicon_step(net, moving, fixed)
+    batched = _gradicon_step(net, moving, fixed)
     assert calls == [4]  # A and B once each, both directions in one batch (cat(A, B), then reused)
+    net.load_state_dict(initial)
+    monkeypatch.setattr(losses, "directions_batchable", lambda net: False)  # two calls, still sharing
+    shared = _gradicon_step(net, moving, fixed)
+    assert calls[1:] == [2, 2]  # A, then B; the second direction reuses both
     net.load_state_dict(initial)
     _sequential_unshared(monkeypatch)
     separate = _gradicon_step(net, moving, fixed)
-    assert calls[1:] == [2] * 4  # moving and fixed, in each direction
+    assert calls[3:] == [2] * 4  # moving and fixed, in each direction
 
+    zero = _assert_same_step(net, moving, fixed, batched, separate)
     prefix = next(name for name, module in net.named_modules() if module is featurizer)
-    identity = identity_map(moving.shape[2:])
-    zero = zero_gradient_parameters(net, lambda net: net(moving, fixed)(identity))
     assert any(name.startswith(prefix) for name in zero)  # its convolutions feed BatchNorms
-    _assert_same_step(net, moving, fixed, shared, separate)
+    # two calls that share features compute the same numbers as two that do not
+    assert torch.equal(shared[0], separate[0])
+    assert_gradients_close(shared[1], separate[1], zero)  # equal up to the order of float32 sums
+    for name in shared[2]:  # batch-norm running statistics, as after a second pass
+        torch.testing.assert_close(shared[2][name], separate[2][name], rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.parametrize("method", ["gradicon", "carl"])
