@@ -75,7 +75,7 @@ STEP_SECONDS = {
         "voxelmorph": 0.06,
         "unet_only": 0.1,
     },
-    "lung": {"carl": 7.0, "gradicon": 4.1, "voxelmorph": 0.6},
+    "lung": {"carl": 3.7, "gradicon": 1.5, "voxelmorph": 0.7},
     # 36x43x48 brain canvas (5.25 mm, padded for 63 mm shifts; 37x45x49 since), batch 2, on a loaded machine
     "brain": {"carl": 8.2, "gradicon": 4.4, "voxelmorph": 2.4},
 }
